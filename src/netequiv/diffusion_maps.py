@@ -1,0 +1,441 @@
+r"""Diffusion maps with a Mahalanobis metric (Algorithm 1 of Bertalan, Dietrich and Kevrekidis).
+
+Given activations y_i of a network's selected neurons and local metrics C_i (see
+:mod:`netequiv.local_metric`), the estimator
+
+1. builds the sparse kernel k_ij = exp(-d_M^2(y_i, y_j) / (2 eps)) on a k-nearest-neighbour
+   graph, with d_M^2 = (y_i - y_j)^T (C_i + C_j) (y_i - y_j) (:mod:`netequiv.kernels`);
+2. removes the sampling density (alpha = 1): W = P^-1 K P^-1, P = diag(K 1);
+3. conjugates to the symmetric matrix S = Q^-1/2 W Q^-1/2, Q = diag(W 1), and computes its
+   leading eigenpairs (a_k, v_k);
+4. returns phi_k = Q^-1/2 v_k, without the trivial (constant) eigenvector and, optionally,
+   without harmonics (:mod:`netequiv.harmonics`).
+
+Because C_i is the pull-back of the input manifold's metric, the kernel, and so the embedding, is
+the same for every observation map of that manifold: the embedding depends on the manifold, not
+on the network that observed it.
+
+Scale conventions
+-----------------
+- Eigenvectors are normalised so that ``sum_i Q_i phi_k(i)^2 / sum_i Q_i = 1``. With alpha = 1,
+  Q_i is proportional to the inverse sampling density, so this approximates the mean of
+  phi_k^2 over the manifold's volume, whatever the sample size and density: on [0, 1] the first
+  coordinate approximates sqrt(2) cos(pi x).
+- Signs are fixed so that the entry of largest magnitude of each phi_k is positive.
+- ``laplacian_eigenvalues_`` estimates the Laplace-Beltrami eigenvalues mu_k in the units of the
+  metric. The kernel is a Gaussian of variance eps / s in manifold coordinates, where s = 2 with
+  metrics (d_M^2 is about 2 |dx|^2 for C = pinv(J J^T)) and s = 1 without, and the normalised
+  operator is about exp((eps / (2 s)) Laplacian), so mu_k = -2 s ln(a_k) / eps.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+from scipy import linalg, sparse
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.neighbors import NearestNeighbors
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .extension import INTERPOLATION_METHODS, Interpolator
+from .harmonics import local_linear_residuals, select_non_harmonic
+from .kernels import (
+    check_connected,
+    kernel_matrix,
+    mahalanobis_neighbors,
+    median_bandwidth,
+    warn_duplicates,
+)
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    def _validate_data(estimator, X, reset=True, **kwargs):
+        return estimator._validate_data(X, reset=reset, **kwargs)
+
+
+__all__ = ["MahalanobisDiffusionMap", "check_inverse_covariances"]
+
+# Problems up to this size use the dense eigensolver when eigen_solver="auto".
+DENSE_SOLVER_MAX_SAMPLES = 1000
+
+
+def check_inverse_covariances(inverse_covariances, n_samples, n_features, name="inverse_covariances"):
+    """Validate a stack of metrics: shape (n, m, m), finite, symmetric, no zero matrix.
+
+    Returns the symmetrised float64 array.
+    """
+    C = np.asarray(inverse_covariances, dtype=float)
+    if C.shape != (n_samples, n_features, n_features):
+        raise ValueError(
+            f"{name} has shape {C.shape}; expected ({n_samples}, {n_features}, {n_features}): one "
+            "m x m metric per row of the activations."
+        )
+    if not np.all(np.isfinite(C)):
+        bad = np.argwhere(~np.isfinite(C))[0][0]
+        raise ValueError(f"{name} contains NaN or infinite values (first at point {bad}); recompute that metric.")
+    C = 0.5 * (C + np.swapaxes(C, 1, 2))
+    traces = np.trace(C, axis1=1, axis2=2)
+    zero = np.flatnonzero(traces <= 0.0)
+    if zero.size:
+        raise ValueError(
+            f"{name} is zero or negative at {zero.size} point(s) (first at point {zero[0]}): the "
+            "selected neurons do not vary there, so no distance can be measured. Select other "
+            "neurons or drop those points."
+        )
+    return C
+
+
+class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
+    """Diffusion map with a Mahalanobis metric, as a scikit-learn transformer.
+
+    Parameters
+    ----------
+    n_components : int, default=2
+        Number of embedding coordinates l.
+    n_neighbors : int, default=32
+        Neighbours per point in the sparse kernel, the point itself included. Clipped to the
+        number of samples.
+    epsilon : "median" or float, default="median"
+        Kernel bandwidth; the kernel is exp(-d^2 / (2 eps)). "median" sets eps to the median over
+        points of the squared distance to the ``bandwidth_neighbor``-th neighbour.
+    bandwidth_neighbor : int, default=10
+        Which neighbour the median rule uses (the point itself not counted).
+    remove_harmonics : bool, default=False
+        Keep only eigenvectors that are not functions of earlier ones.
+    harmonic_threshold : float, default=0.1
+        An eigenvector is a harmonic when its local linear regression residual is at most this.
+    n_eigenvectors : int, default=None
+        Non-trivial eigenvectors computed to choose from when removing harmonics; None uses
+        ``max(3 * n_components, n_components + 6)``.
+    eigen_solver : {"auto", "dense", "arpack"}, default="auto"
+        "dense" uses LAPACK on the full matrix, "arpack" the sparse Lanczos solver. "auto" picks
+        dense up to 1000 samples.
+    eigen_tol : float, default=1e-10
+        Relative accuracy of the ARPACK eigenvalues (0 means machine precision).
+    n_candidates : int, default=None
+        Initial Euclidean candidates per point for the Mahalanobis neighbour search; see
+        :func:`netequiv.kernels.mahalanobis_neighbors`.
+    inverse_transform_method : {"nearest", "linear", "rbf"}, default="linear"
+        Interpolation used by :meth:`inverse_transform`; see :mod:`netequiv.extension`.
+    n_jobs : int, default=None
+        Threads for the neighbour search.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the ARPACK start vector and the harmonic-removal subsample.
+
+    Attributes
+    ----------
+    embedding_ : ndarray of shape (n_samples, n_components)
+        The coordinates phi of the training points.
+    eigenvalues_ : ndarray of shape (n_components,)
+        Eigenvalues a_k of the kept coordinates, as computed (in (0, 1]).
+    rescaled_eigenvalues_ : ndarray of shape (n_components,)
+        ``a_k ** (1 / (2 eps))``.
+    laplacian_eigenvalues_ : ndarray of shape (n_components,)
+        Laplace-Beltrami eigenvalue estimates mu_k; see the module docstring.
+    all_eigenvalues_ : ndarray
+        Every computed eigenvalue, the trivial one first.
+    component_indices_ : ndarray of shape (n_components,)
+        Positions of the kept coordinates among the non-trivial eigenvectors (0 is the first).
+    harmonic_residuals_ : ndarray or None
+        Local linear regression residual of each non-trivial eigenvector, when harmonics were
+        removed.
+    epsilon_ : float
+        The bandwidth used.
+    n_neighbors_ : int
+        The neighbour count used.
+    kernel_row_sums_ : ndarray of shape (n_samples,)
+        P_i, the kernel density estimate at each training point.
+    n_features_in_ : int
+
+    References
+    ----------
+    T. Bertalan, F. Dietrich and I. G. Kevrekidis, "Transformations between deep neural
+    networks", arXiv:2007.05646, 2021.
+
+    R. R. Coifman and S. Lafon, "Diffusion maps", Applied and Computational Harmonic Analysis
+    21(1), 2006.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from netequiv import MahalanobisDiffusionMap
+    >>> x = np.linspace(0, 1, 400)[:, None]
+    >>> dmap = MahalanobisDiffusionMap(n_components=2, random_state=0)
+    >>> phi = dmap.fit_transform(x)
+    >>> bool(abs(np.corrcoef(phi[:, 0], np.cos(np.pi * x[:, 0]))[0, 1]) > 0.999)
+    True
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(numbers.Integral, 2, None, closed="left")],
+        "epsilon": [StrOptions({"median"}), Interval(numbers.Real, 0, None, closed="neither")],
+        "bandwidth_neighbor": [Interval(numbers.Integral, 1, None, closed="left")],
+        "remove_harmonics": ["boolean"],
+        "harmonic_threshold": [Interval(numbers.Real, 0, 1, closed="both")],
+        "n_eigenvectors": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "eigen_solver": [StrOptions({"auto", "dense", "arpack"})],
+        "eigen_tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "n_candidates": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "inverse_transform_method": [StrOptions(set(INTERPOLATION_METHODS))],
+        "n_jobs": [numbers.Integral, None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        n_components=2,
+        *,
+        n_neighbors=32,
+        epsilon="median",
+        bandwidth_neighbor=10,
+        remove_harmonics=False,
+        harmonic_threshold=0.1,
+        n_eigenvectors=None,
+        eigen_solver="auto",
+        eigen_tol=1e-10,
+        n_candidates=None,
+        inverse_transform_method="linear",
+        n_jobs=None,
+        random_state=None,
+    ):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.epsilon = epsilon
+        self.bandwidth_neighbor = bandwidth_neighbor
+        self.remove_harmonics = remove_harmonics
+        self.harmonic_threshold = harmonic_threshold
+        self.n_eigenvectors = n_eigenvectors
+        self.eigen_solver = eigen_solver
+        self.eigen_tol = eigen_tol
+        self.n_candidates = n_candidates
+        self.inverse_transform_method = inverse_transform_method
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X, y=None, inverse_covariances=None):
+        """Compute the embedding of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Activations of the selected neurons.
+        y : None
+            Ignored.
+        inverse_covariances : array-like of shape (n_samples, n_features, n_features), default=None
+            The metric C_i of each sample. None gives an ordinary (Euclidean) diffusion map.
+
+        Returns
+        -------
+        self : MahalanobisDiffusionMap
+        """
+        self._validate_params()
+        X = _validate_data(self, X, reset=True, dtype=np.float64, ensure_min_samples=1)
+        n, m = X.shape
+        n_vectors = self._n_vectors()
+        if n < n_vectors + 2:
+            raise ValueError(
+                f"n_samples={n} is too few for {n_vectors} embedding coordinate(s); at least "
+                f"{n_vectors + 2} samples are needed."
+            )
+        C = None
+        if inverse_covariances is not None:
+            C = check_inverse_covariances(inverse_covariances, n, m)
+
+        # Step 1: neighbours, bandwidth and kernel.
+        k = min(self.n_neighbors, n)
+        self.tree_ = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
+        distances_sq, indices = mahalanobis_neighbors(
+            X, C, k, n_candidates=self.n_candidates, tree=self.tree_, n_jobs=self.n_jobs
+        )
+        check_connected(indices)
+        warn_duplicates(distances_sq)
+        if self.epsilon == "median":
+            neighbor = min(self.bandwidth_neighbor, k - 1)
+            if neighbor < self.bandwidth_neighbor:
+                warnings.warn(
+                    f"bandwidth_neighbor={self.bandwidth_neighbor} is not below the neighbour count "
+                    f"{k}; using neighbour {neighbor} for the bandwidth.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            epsilon = median_bandwidth(distances_sq, neighbor)
+        else:
+            epsilon = float(self.epsilon)
+        kernel = kernel_matrix(distances_sq, indices, epsilon)
+
+        # Step 2: alpha = 1 normalisation removes the sampling density.
+        row_sums = np.asarray(kernel.sum(axis=1)).ravel()
+        inv_p = sparse.diags(1.0 / row_sums)
+        normalized = (inv_p @ kernel @ inv_p).tocsr()
+        q = np.asarray(normalized.sum(axis=1)).ravel()
+
+        # Step 3: symmetric conjugate S = Q^-1/2 W Q^-1/2 and its leading eigenpairs.
+        inv_sqrt_q = sparse.diags(1.0 / np.sqrt(q))
+        symmetric = (inv_sqrt_q @ normalized @ inv_sqrt_q).tocsr()
+        symmetric = 0.5 * (symmetric + symmetric.T)
+        eigenvalues, eigenvectors = self._eigenpairs(symmetric, n_vectors + 1)
+
+        # Step 4: phi = Q^-1/2 v, normalised to unit mean square over the manifold, signs fixed.
+        phi = eigenvectors / np.sqrt(q)[:, None] * np.sqrt(q.sum())
+        largest = np.argmax(np.abs(phi), axis=0)
+        phi *= np.sign(phi[largest, np.arange(phi.shape[1])])
+
+        nontrivial = phi[:, 1:]
+        if self.remove_harmonics:
+            residuals = local_linear_residuals(nontrivial, random_state=self.random_state)
+            selected = select_non_harmonic(residuals, self.n_components, self.harmonic_threshold)
+            if selected.size < self.n_components:
+                warnings.warn(
+                    f"only {selected.size} of the {nontrivial.shape[1]} computed eigenvectors are not "
+                    f"harmonics (residual > {self.harmonic_threshold}), fewer than n_components="
+                    f"{self.n_components}; the embedding has {selected.size} coordinate(s). Raise "
+                    "n_eigenvectors, or the manifold has fewer dimensions than requested.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self.harmonic_residuals_ = residuals
+        else:
+            selected = np.arange(self.n_components)
+            self.harmonic_residuals_ = None
+
+        self.component_indices_ = selected
+        self.all_eigenvalues_ = eigenvalues
+        self.eigenvalues_ = eigenvalues[1:][selected]
+        self.rescaled_eigenvalues_ = self.eigenvalues_ ** (1.0 / (2.0 * epsilon))
+        scale = 2.0 if C is not None else 1.0
+        with np.errstate(divide="ignore"):
+            self.laplacian_eigenvalues_ = -2.0 * scale * np.log(self.eigenvalues_) / epsilon
+        self.embedding_ = nontrivial[:, selected]
+        self.epsilon_ = epsilon
+        self.n_neighbors_ = k
+        self.kernel_row_sums_ = row_sums
+        self.X_fit_ = X
+        self.inverse_covariances_ = C
+        self.inverse_interpolator_ = Interpolator(method=self.inverse_transform_method).fit(
+            self.embedding_, X
+        )
+        return self
+
+    def fit_transform(self, X, y=None, inverse_covariances=None):
+        """Compute the embedding of X and return it; see :meth:`fit`."""
+        return self.fit(X, y, inverse_covariances=inverse_covariances).embedding_
+
+    def _n_vectors(self):
+        if not self.remove_harmonics:
+            return self.n_components
+        if self.n_eigenvectors is not None:
+            return max(self.n_eigenvectors, self.n_components)
+        return max(3 * self.n_components, self.n_components + 6)
+
+    def _eigenpairs(self, symmetric, n_eig):
+        n = symmetric.shape[0]
+        solver = self.eigen_solver
+        if solver == "auto":
+            solver = "dense" if n <= DENSE_SOLVER_MAX_SAMPLES else "arpack"
+        if solver == "arpack" and n_eig >= n:
+            solver = "dense"
+        if solver == "arpack":
+            rng = check_random_state(self.random_state)
+            v0 = rng.uniform(-1.0, 1.0, size=n)
+            try:
+                values, vectors = eigsh(symmetric, k=n_eig, which="LA", v0=v0, tol=self.eigen_tol)
+            except ArpackNoConvergence:
+                warnings.warn(
+                    f"ARPACK did not converge for {n} samples; falling back to the dense solver, "
+                    "which needs n x n memory.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                solver = "dense"
+        if solver == "dense":
+            values, vectors = linalg.eigh(symmetric.toarray(), subset_by_index=[n - n_eig, n - 1])
+        order = np.argsort(values)[::-1]
+        return values[order], vectors[:, order]
+
+    # ---------------------------------------------------------- transforms
+
+    def transform(self, X, inverse_covariances=None):
+        """Embed new points by the Nystrom extension.
+
+        Each new point's kernel row k(y, y_j) to its training neighbours is normalised exactly as
+        the training rows (alpha = 1, then to a Markov row m_j), and
+        ``phi_k(y) = sum_j m_j phi_k(y_j) / a_k``. On a training point whose neighbour set is
+        unchanged this reproduces its embedding.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_new, n_features)
+        inverse_covariances : array-like of shape (n_new, n_features, n_features), default=None
+            Metrics of the new points. When the estimator was fitted with metrics and none are
+            given, each new point uses the metric of its nearest training point (Euclidean), an
+            approximation that holds inside the sampled region.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_new, n_components)
+        """
+        check_is_fitted(self, "embedding_")
+        X = _validate_data(self, X, reset=False, dtype=np.float64)
+        C_new = None
+        if self.inverse_covariances_ is not None:
+            if inverse_covariances is None:
+                nearest = self.tree_.kneighbors(X, n_neighbors=1, return_distance=False)[:, 0]
+                C_new = self.inverse_covariances_[nearest]
+            else:
+                C_new = check_inverse_covariances(inverse_covariances, X.shape[0], X.shape[1])
+        distances_sq, indices = mahalanobis_neighbors(
+            self.X_fit_,
+            self.inverse_covariances_,
+            self.n_neighbors_,
+            Y_query=X,
+            inverse_covariances_query=C_new,
+            n_candidates=self.n_candidates,
+            tree=self.tree_,
+        )
+        kernel = np.exp(-distances_sq / (2.0 * self.epsilon_))
+        density = kernel.sum(axis=1, keepdims=True)
+        # A point far from every training point has a zero kernel row; nothing can be extended.
+        far = density[:, 0] == 0.0
+        if np.any(far):
+            warnings.warn(
+                f"{far.sum()} new point(s) lie too far from every training point for the kernel "
+                "(zero weight); their embedding is set to NaN.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            density[far] = 1.0
+        weights = kernel / (density * self.kernel_row_sums_[indices])
+        markov = weights / np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(float).tiny)
+        embedding = np.einsum("nk,nkl->nl", markov, self.embedding_[indices]) / self.eigenvalues_
+        embedding[far] = np.nan
+        return embedding
+
+    def inverse_transform(self, X):
+        """Map embedding coordinates back to activations by interpolation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_new, n_components)
+            Embedding coordinates.
+
+        Returns
+        -------
+        activations : ndarray of shape (n_new, n_features)
+            Interpolated with ``inverse_transform_method`` from the training pairs
+            (embedding_, X).
+        """
+        check_is_fitted(self, "embedding_")
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != self.embedding_.shape[1]:
+            raise ValueError(
+                f"X has shape {X.shape}; expected (n_new, {self.embedding_.shape[1]}) embedding "
+                "coordinates."
+            )
+        return self.inverse_interpolator_.predict(X)
