@@ -18,7 +18,9 @@ Three sources are supported:
 Rank tolerance
 --------------
 A covariance eigenvalue (or squared Jacobian singular value) counts as zero when it is below
-``rtol`` times the largest one at that point. The default ``rtol`` is
+``rtol`` times the largest one at that point, or below ``rtol`` times the median over points of their largest eigenvalues (so
+that a neighbourhood that collapses to a point counts as rank 0, whatever its round-off). The
+default ``rtol`` is
 ``max(m, q) * machine epsilon`` of the input dtype, the tolerance that :func:`numpy.linalg.pinv`
 and :func:`numpy.linalg.matrix_rank` use. When ``rank`` is given, only the ``rank`` largest
 eigenvalues are inverted, whatever their size above the tolerance.
@@ -120,7 +122,8 @@ def pinv_psd(covariances, rank=None, rtol=None):
     if rtol is None:
         rtol = m * np.finfo(covariances.dtype).eps
     eigenvalues, eigenvectors = np.linalg.eigh(covariances)  # ascending order
-    keep = eigenvalues > rtol * np.maximum(eigenvalues[:, -1:], 0.0)
+    largest = np.maximum(eigenvalues[:, -1:], 0.0)
+    keep = (eigenvalues > rtol * largest) & (eigenvalues > rtol * np.median(largest))
     if rank is not None:
         keep[:, : m - rank] = False
     inverse_values = np.zeros_like(eigenvalues)
@@ -261,7 +264,7 @@ def metric_from_jacobians(jacobians, rank=None, rtol=None):
     squared = s**2
     if rtol is None:
         rtol = max(m, d) * np.finfo(float).eps
-    keep = squared > rtol * squared[:, :1]
+    keep = (squared > rtol * squared[:, :1]) & (squared > rtol * np.median(squared[:, 0]))
     if rank is not None:
         keep[:, rank:] = False
     inverse_values = np.zeros_like(squared)
