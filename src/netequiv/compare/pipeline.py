@@ -1,0 +1,419 @@
+"""The compare pipeline: inputs -> activations and local metrics -> transformation -> verdict.
+
+:func:`prepare` loads the models, the inputs and the correspondences and checks that they fit
+together (shapes, layer names, index ranges) with one forward pass a model, so that every input
+error is reported before the heavy work. :func:`run_compare` then computes the activations and
+local metrics of both networks, fits :class:`~netequiv.transformation.NetworkTransformation`,
+tests it on held-out correspondences, and writes the output folder.
+"""
+
+import json
+import logging
+from contextlib import contextmanager
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..local_metric import estimate_rank, metric_from_clouds, metric_from_jacobians, metric_from_sequence
+from .config import ConfigError
+from .loading import load_array, load_function, load_network
+
+logger = logging.getLogger("netequiv.compare")
+
+__all__ = ["Prepared", "prepare", "run_compare", "OutputExistsError"]
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder exists and is not empty, and overwriting it was not requested."""
+
+
+@dataclass
+class Prepared:
+    """Models, inputs and row choices of a compare run, checked against each other.
+
+    Attributes
+    ----------
+    inputs_a, inputs_b : ndarray of shape (N, ...)
+        Network inputs of model A, and of model B (``inputs_b`` is ``inputs_a`` with same inputs
+        or a domain map, whose map is applied when model B is evaluated).
+    train_a, train_b : ndarray of int
+        Rows of the centres of each embedding.
+    alignment : ndarray of shape (p, 2)
+        Correspondences as row indices into the centres of A and of B.
+    test_a, test_b : ndarray of int
+        Held-out corresponding rows.
+    labels_a, labels_b : list of str
+        One label a selected neuron.
+    """
+
+    config: object
+    model_a: object
+    model_b: object
+    domain_map: object
+    inputs_a: np.ndarray
+    inputs_b: np.ndarray
+    train_a: np.ndarray
+    train_b: np.ndarray
+    alignment: np.ndarray
+    test_a: np.ndarray
+    test_b: np.ndarray
+    labels_a: list
+    labels_b: list
+    breakdown_inputs: np.ndarray | None
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+def _sample_inputs(config, rng):
+    inputs = config.inputs
+    if inputs.sampler == "box":
+        low, high = np.array(inputs.low), np.array(inputs.high)
+        return rng.uniform(low, high, size=(inputs.n_samples, low.size))
+    centre = np.array(inputs.center)
+    directions = rng.standard_normal((inputs.n_samples, centre.size))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    lengths = inputs.radius * rng.uniform(size=(inputs.n_samples, 1)) ** (1.0 / centre.size)
+    return centre + directions * lengths
+
+
+def _as_inputs(array, key):
+    array = np.asarray(array)
+    if array.dtype.kind not in "fiu" or array.ndim == 0:
+        raise ConfigError([f"{key}: array of dtype {array.dtype} and shape {array.shape} is invalid; expected numbers of shape (n, ...), one input a row."])
+    if array.ndim == 1:
+        array = array[:, None]
+    if not np.all(np.isfinite(array)):
+        raise ConfigError([f"{key}: the inputs contain NaN or infinite values; remove those rows."])
+    return array.astype(np.float64)
+
+
+def _check_model_inputs(model, inputs, selection, section, inputs_key, domain_map=None):
+    """Run one forward pass: report inputs the model rejects and layers it lacks. Returns the labels."""
+    from ..torch import NeuronSelection, resolve_selection
+    from ..torch._hooks import HookError
+    from ..torch.selection import LayerNotFoundError
+
+    key = f"[{section}] selection"
+    try:
+        parsed = NeuronSelection.parse(selection)
+    except (ValueError, TypeError) as error:
+        raise ConfigError([f"{key}: {selection!r} is invalid ({error})"]) from error
+    try:
+        resolved = resolve_selection(model, inputs[:2], parsed, domain_map=domain_map)
+    except (LayerNotFoundError, HookError, IndexError) as error:
+        raise ConfigError([f"{key}: {error}"]) from error
+    except (RuntimeError, ValueError, TypeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        through = " after the domain map" if domain_map is not None else ""
+        raise ConfigError([
+            f"{inputs_key}: [{section}] rejects inputs of per-sample shape {tuple(inputs.shape[1:])}{through} "
+            f"({type(error).__name__}: {message}); give inputs of the shape the model expects."
+        ]) from error
+    return resolved.labels
+
+
+def _load_pairs(config, n_a, n_b):
+    correspondence = config.correspondence
+    key = "[correspondence] index_file"
+    pairs = load_array(correspondence.index_file, key, name="index pairs")
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu":
+        raise ConfigError([f"{key}: array of shape {pairs.shape} and dtype {pairs.dtype} is invalid; expected integers of shape (p, 2), rows (row of A's inputs, row of B's inputs)."])
+    bad = (pairs[:, 0] < 0) | (pairs[:, 0] >= n_a) | (pairs[:, 1] < 0) | (pairs[:, 1] >= n_b)
+    if np.any(bad):
+        raise ConfigError([f"{key}: {int(bad.sum())} pair(s), the first {pairs[bad][0].tolist()}, are out of range for {n_a} inputs of A and {n_b} of B."])
+    needed = correspondence.pairs + correspondence.held_out
+    if len(pairs) < needed:
+        raise ConfigError([f"{key}: {len(pairs)} pairs are fewer than [correspondence] pairs + held_out = {needed}; lower them or add pairs."])
+    return pairs.astype(np.int64)
+
+
+def _choose_rows(config, n_a, n_b, pairs, rng):
+    """Pick the centres, the aligned pairs (first among the centres) and the held-out pairs."""
+    centres = config.neighbourhoods.centres
+    n_align, n_held_out = config.correspondence.pairs, config.correspondence.held_out
+    if pairs is None:
+        if centres + n_held_out > n_a:
+            raise ConfigError([f"[neighbourhoods] centres: {centres} centres + {n_held_out} held-out inputs exceed the {n_a} inputs; lower centres or held_out, or give more inputs."])
+        order = rng.permutation(n_a)
+        test = np.sort(order[:n_held_out])
+        train = order[n_held_out : n_held_out + centres]
+        if config.neighbourhoods.kind == "sequence":
+            train = np.sort(train)
+        aligned = rng.choice(centres, size=n_align, replace=False)
+        return train, train, np.stack([aligned, aligned], axis=1), test, test
+
+    order = rng.permutation(len(pairs))
+    held, aligned = pairs[order[:n_held_out]], pairs[order[n_held_out : n_held_out + n_align]]
+    trains = []
+    for column, n in ((0, n_a), (1, n_b)):
+        free = np.setdiff1d(np.arange(n), np.concatenate([held[:, column], aligned[:, column]]))
+        extra = centres - n_align
+        if extra > free.size:
+            side = "AB"[column]
+            raise ConfigError([f"[neighbourhoods] centres: {centres} centres need {extra} inputs of {side} besides the pairs, but only {free.size} are free; lower centres."])
+        trains.append(np.concatenate([aligned[:, column], rng.choice(free, size=extra, replace=False)]))
+    alignment = np.repeat(np.arange(n_align)[:, None], 2, axis=1)
+    return trains[0], trains[1], alignment, held[:, 0], held[:, 1]
+
+
+def prepare(config):
+    """Load and cross-check everything a compare run needs; no heavy computation.
+
+    Parameters
+    ----------
+    config : CompareConfig
+
+    Returns
+    -------
+    Prepared
+
+    Raises
+    ------
+    ConfigError
+        A model, function or array cannot be loaded, or they do not fit together.
+    """
+    import torch
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    folder = config.folder
+
+    model_a, _ = load_network(config.model_a, folder)
+    model_b, _ = load_network(config.model_b, folder)
+    domain_map = None
+    if config.correspondence.kind == "domain-map":
+        domain_map = load_function(config.correspondence.domain_map, folder, "[correspondence] domain_map")
+
+    inputs = config.inputs
+    if inputs.file is not None:
+        inputs_a = _as_inputs(load_array(inputs.file, "[inputs] file", inputs.key, name="inputs"), "[inputs] file")
+        inputs_key = "[inputs] file"
+    else:
+        inputs_a = _sample_inputs(config, rng)
+        inputs_key = "[inputs] low / high" if inputs.sampler == "box" else "[inputs] center"
+    inputs_b, inputs_key_b = inputs_a, inputs_key
+    if inputs.file_b is not None:
+        inputs_b = _as_inputs(load_array(inputs.file_b, "[inputs] file_b", inputs.key_b, name="inputs"), "[inputs] file_b")
+        inputs_key_b = "[inputs] file_b"
+
+    if domain_map is not None:
+        _check_domain_map(domain_map, inputs_a)
+    labels_a = _check_model_inputs(model_a, inputs_a, config.model_a.selection, "model_a", inputs_key)
+    labels_b = _check_model_inputs(model_b, inputs_b, config.model_b.selection, "model_b", inputs_key_b, domain_map)
+
+    breakdown_inputs = None
+    if inputs.breakdown_path is not None:
+        key = "[inputs] breakdown_path"
+        breakdown_inputs = _as_inputs(load_array(inputs.breakdown_path, key, inputs.breakdown_key, name="inputs"), key)
+        if breakdown_inputs.shape[1:] != inputs_a.shape[1:]:
+            raise ConfigError([f"{key}: per-sample shape {breakdown_inputs.shape[1:]} differs from the inputs' {inputs_a.shape[1:]}; give points of model A's input space."])
+
+    pairs = _load_pairs(config, len(inputs_a), len(inputs_b)) if config.correspondence.kind == "index-file" else None
+    train_a, train_b, alignment, test_a, test_b = _choose_rows(config, len(inputs_a), len(inputs_b), pairs, rng)
+    if config.neighbourhoods.kind == "sequence" and config.neighbourhoods.window > len(inputs_a):
+        raise ConfigError([f"[neighbourhoods] window: {config.neighbourhoods.window} exceeds the {len(inputs_a)} inputs; lower it."])
+    logger.info(
+        "model A observed through %d neurons, model B through %d; %d centres, %d aligned pairs, %d held out",
+        len(labels_a), len(labels_b), len(train_a), len(alignment), len(test_a),
+    )
+    return Prepared(
+        config=config, model_a=model_a, model_b=model_b, domain_map=domain_map,
+        inputs_a=inputs_a, inputs_b=inputs_b, train_a=train_a, train_b=train_b, alignment=alignment,
+        test_a=test_a, test_b=test_b, labels_a=labels_a, labels_b=labels_b, breakdown_inputs=breakdown_inputs,
+    )
+
+
+def _check_domain_map(domain_map, inputs):
+    import torch
+
+    key = "[correspondence] domain_map"
+    try:
+        mapped = domain_map(torch.as_tensor(inputs[:2]))
+    except Exception as error:
+        raise ConfigError([f"{key}: calling it on a batch of shape {inputs[:2].shape} failed ({type(error).__name__}: {error}); it must map a batch tensor of A's inputs to B's inputs with torch operations."]) from error
+    if not isinstance(mapped, torch.Tensor) or mapped.ndim == 0 or mapped.shape[0] != 2:
+        raise ConfigError([f"{key}: it returned {type(mapped).__name__} {getattr(mapped, 'shape', '')} for a batch of 2; it must return a batch tensor with the batch dimension first."])
+
+
+# ----------------------------------------------------------------------------- computation
+
+
+@dataclass
+class Observations:
+    """Activations and local metrics of one network at its centres and held-out inputs."""
+
+    Y: np.ndarray
+    C: np.ndarray
+    Y_test: np.ndarray
+    C_test: np.ndarray
+    Y_path: np.ndarray | None = None
+    C_path: np.ndarray | None = None
+
+
+def _spectra(kind, raw):
+    """Eigenvalues of the local covariances (J J^T for Jacobians), for the dimension estimate."""
+    if kind == "jacobian":
+        return np.linalg.svd(raw, compute_uv=False) ** 2
+    centred = raw - raw.mean(axis=1, keepdims=True)
+    return np.linalg.svd(centred, compute_uv=False) ** 2
+
+
+def _raw_neighbourhoods(prepared, which, inputs, progress, rng):
+    """Jacobians (n, m, D) or activation clouds (n, q, m) around ``inputs`` for model A or B."""
+    from ..torch import jacobians
+    from ..torch.sampling import cloud_activations, sample_ball, sample_burst
+
+    settings = prepared.config.neighbourhoods
+    model = prepared.model_a if which == "a" else prepared.model_b
+    selection = (prepared.config.model_a if which == "a" else prepared.config.model_b).selection
+    domain_map = prepared.domain_map if which == "b" else None
+    if settings.kind == "jacobian":
+        return jacobians(model, inputs, selection, domain_map=domain_map, progress=progress)
+    if settings.kind == "ball":
+        samples = sample_ball(inputs, settings.radius, settings.points, rng=rng, domain_map=domain_map)
+    else:
+        samples = sample_burst(inputs, settings.scale, settings.points, rng=rng, domain_map=domain_map)
+    return cloud_activations(model, samples, selection, progress=progress)
+
+
+def _metrics(kind, raw, rank):
+    if kind == "jacobian":
+        return metric_from_jacobians(raw, rank=rank)
+    return metric_from_clouds(raw, rank=rank)
+
+
+def _observe(prepared, which, rank, progress, rng):
+    """Activations and metrics of model A or B; returns Observations and the raw neighbourhoods."""
+    from ..torch import activations
+
+    config = prepared.config
+    model = prepared.model_a if which == "a" else prepared.model_b
+    selection = (config.model_a if which == "a" else config.model_b).selection
+    inputs = prepared.inputs_a if which == "a" else prepared.inputs_b
+    train, test = (prepared.train_a, prepared.test_a) if which == "a" else (prepared.train_b, prepared.test_b)
+    domain_map = prepared.domain_map if which == "b" else None
+
+    def observe(x):
+        return activations(model, x, selection, domain_map=domain_map, progress=progress)
+
+    kind = config.neighbourhoods.kind
+    if kind == "sequence":
+        Y_all = observe(inputs)
+        windows = Y_all[np.clip(np.arange(len(Y_all)) - config.neighbourhoods.window // 2, 0, len(Y_all) - config.neighbourhoods.window)[:, None] + np.arange(config.neighbourhoods.window)]
+        rank = rank or estimate_rank(_spectra("clouds", windows))
+        C_all = metric_from_sequence(Y_all, config.neighbourhoods.window, rank=rank)
+        result = Observations(Y=Y_all[train], C=C_all[train], Y_test=Y_all[test], C_test=C_all[test])
+    else:
+        raw = _raw_neighbourhoods(prepared, which, inputs[train], progress, rng)
+        rank = rank or estimate_rank(_spectra(kind, raw))
+        raw_test = _raw_neighbourhoods(prepared, which, inputs[test], progress, rng)
+        result = Observations(
+            Y=observe(inputs[train]), C=_metrics(kind, raw, rank),
+            Y_test=observe(inputs[test]), C_test=_metrics(kind, raw_test, rank),
+        )
+
+    if prepared.breakdown_inputs is not None:
+        path = prepared.breakdown_inputs
+        result.Y_path = observe(path)
+        if kind == "sequence":
+            result.C_path = metric_from_sequence(result.Y_path, min(config.neighbourhoods.window, len(path)), rank=rank)
+        else:
+            result.C_path = _metrics(kind, _raw_neighbourhoods(prepared, which, path, progress, rng), rank)
+    return result, rank
+
+
+class _Timer:
+    """Log the start and the wall time of each stage, and keep the times for metrics.json."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @contextmanager
+    def stage(self, name):
+        start = time.perf_counter()
+        logger.info("%s ...", name)
+        yield
+        elapsed = time.perf_counter() - start
+        self.seconds[name] = round(elapsed, 3)
+        logger.info("%s done in %.1f s", name, elapsed)
+
+
+def _prepare_output(out, force):
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise OutputExistsError(f"output folder {out} exists and is not empty; pass --force to overwrite it or choose another --out.")
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_compare(config, out, *, force=False, progress=None):
+    """Compare the two networks of ``config`` and write the output folder.
+
+    Parameters
+    ----------
+    config : CompareConfig
+    out : path-like
+        Output folder, created when missing. An existing non-empty folder is replaced only with
+        ``force=True``.
+    force : bool, default=False
+    progress : bool, default=None
+        Show progress bars; None shows them on a terminal for long runs.
+
+    Returns
+    -------
+    metrics : dict
+        The content of ``metrics.json``; ``metrics["verdict"]["equivalent"]`` is the verdict.
+
+    Raises
+    ------
+    ConfigError
+        The inputs do not fit the models (found before the heavy work).
+    OutputExistsError
+        ``out`` exists, is not empty, and ``force`` is False.
+    """
+    from ..transformation import NetworkTransformation
+    from . import results
+
+    out_path = Path(out)
+    if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())) and not force:
+        raise OutputExistsError(f"output folder {out_path} exists and is not empty; pass --force to overwrite it or choose another --out.")
+    timer = _Timer()
+    with timer.stage("loading models and inputs"):
+        prepared = prepare(config)
+    rng = np.random.default_rng(config.seed + 1)
+
+    with timer.stage("activations and local metrics"):
+        observed_a, rank = _observe(prepared, "a", config.inputs.dimension, progress, rng)
+        observed_b, _ = _observe(prepared, "b", rank, progress, rng)
+    if config.inputs.dimension is None:
+        logger.info("estimated intrinsic dimension d = %d", rank)
+
+    settings = {"random_state": config.seed, "n_components": rank, **config.diffusion_map}
+    with timer.stage("diffusion maps and alignment"):
+        transformation = NetworkTransformation(**settings).fit(
+            observed_a.Y, observed_b.Y,
+            inverse_covariances_1=observed_a.C, inverse_covariances_2=observed_b.C,
+            correspondences=prepared.alignment,
+        )
+    with timer.stage("held-out evaluation and equivalence test"):
+        evaluation = results.evaluate(transformation, observed_a, observed_b, prepared, config)
+
+    out_path = _prepare_output(out_path, force)
+    with timer.stage("writing outputs"):
+        metrics = results.collect(config, prepared, transformation, observed_a, observed_b, evaluation, rank, timer.seconds)
+        transformation.save(out_path / "transformation")
+        (out_path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        from ..report import write_report
+
+        write_report(out_path, metrics, transformation, observed_a, observed_b, prepared, evaluation)
+    logger.info("%s; wrote %s", metrics["verdict"]["sentence"], out_path)
+    return metrics

@@ -1,0 +1,61 @@
+"""The commented example configuration that ``netequiv init`` writes."""
+
+EXAMPLE_CONFIG = '''\
+# netequiv compare configuration. Run: netequiv compare THIS_FILE.toml --out results/
+# Relative paths start at the folder of this file.
+
+seed = 0                      # seeds the input sampler, the neighbourhoods and the solvers
+
+[model_a]
+# The model file: a torch.export archive (.pt2), a state dict (.pt, .safetensors) or TorchScript.
+# TorchScript models run without forward hooks, so only "input" and "output" can be selected.
+path = "network_1.pt"
+# A state dict needs the function that builds the untrained model, "package.module:function"
+# or "file.py:function", and its arguments:
+factory = "netequiv.experiments._common:mlp"
+factory_kwargs = { widths = [1, 1, 1] }   # or factory_args = [[1, 1, 1]]
+selection = "act1:0"          # neurons to observe: "LAYER:INDICES ..."; netequiv inspect MODEL lists layers
+device = "cpu"                # "cpu", "cuda", "cuda:N" or "auto" (cuda when available)
+
+[model_b]
+path = "network_2.pt"
+factory = "netequiv.experiments._common:mlp"
+factory_kwargs = { widths = [1, 8, 8, 8, 1] }
+selection = "act3:0-7"
+
+[inputs]
+# Either an array of inputs, one a row (.npy, or .npz with key = "name"; images are fine) ...
+# file = "inputs.npy"
+# ... or a sampler over a box (low, high) or a ball (center, radius) in input space.
+sampler = "box"
+low = [-1.0]
+high = [1.0]
+n_samples = 1000              # inputs drawn; centres and held-out inputs are taken from them
+dimension = 1                 # intrinsic dimension d of the inputs, or "estimate"
+# breakdown_path = "path.npy" # ordered inputs beyond the training data: where does the map break?
+
+[neighbourhoods]
+kind = "ball"                 # "jacobian", "ball", "burst" or "sequence"
+radius = 0.05                 # ball radius, in input units
+# scale = 0.01                # burst: standard deviation of each input coordinate
+points = 64                   # inputs sampled a ball or burst
+# window = 11                 # sequence: consecutive inputs a window (inputs ordered along a path)
+centres = 500                 # inputs the diffusion maps are built on
+
+[correspondence]
+kind = "same-inputs"          # "same-inputs", "index-file" or "domain-map"
+# index_file = "pairs.npy"    # index-file: integer array (p, 2), rows (row of A's file, row of B's file_b)
+# domain_map = "package.module:function"   # domain-map: torch function from A's inputs to B's
+pairs = 4                     # corresponding pairs that fix the orthogonal alignment
+held_out = 200                # corresponding pairs held out to test the transformation
+
+[diffusion_map]               # all optional; see netequiv.MahalanobisDiffusionMap
+# n_components = 1            # embedding coordinates l (default: d)
+# n_neighbors = 32
+# epsilon = "median"
+# remove_harmonics = false
+
+[test]
+# alpha = 0.05                # significance level of the equivalence test
+# n_permutations = 200        # shuffled correspondences in the null distribution
+'''
