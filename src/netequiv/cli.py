@@ -82,16 +82,26 @@ def _apply(args):
     from .compare.loading import load_array
     from .transformation import NetworkTransformation
 
-    transform_dir, source, target = Path(args.transformation), Path(args.activations), Path(args.output)
-    if not transform_dir.exists():
-        raise BadInputError(f"transformation {transform_dir} not found; give the folder that netequiv compare wrote, such as OUT/transformation.")
+    from .compare.pipeline import TRANSFORMATION_FILE
+
+    transform_path, source, target = Path(args.transformation), Path(args.activations), Path(args.output)
+    if transform_path.is_dir():
+        transform_path = transform_path / TRANSFORMATION_FILE
+    if not transform_path.is_file():
+        raise BadInputError(
+            f"transformation {transform_path} not found; give the output folder of netequiv compare "
+            f"or the {TRANSFORMATION_FILE} file in it."
+        )
     if not source.is_file():
         raise BadInputError(f"activations file {source} not found.")
     if target.exists() and not args.force:
         raise BadInputError(f"output file {target} exists; pass --force to overwrite it or choose another -o.")
     activations = load_array(source, str(source), args.key, name="activations")
-    transformation = NetworkTransformation.load(transform_dir)
-    expected = transformation.n_features_in_2_ if args.inverse else transformation.n_features_in_1_
+    try:
+        transformation = NetworkTransformation.load(transform_path)
+    except (ValueError, KeyError, OSError) as error:
+        raise BadInputError(f"{transform_path} cannot be read as a saved transformation ({error}).") from error
+    expected = transformation.n_features_out_ if args.inverse else transformation.n_features_in_
     if activations.ndim != 2 or activations.shape[1] != expected:
         model = "B" if args.inverse else "A"
         raise BadInputError(
@@ -167,6 +177,8 @@ def _init(args):
 
 
 def _add_compare_commands(commands):
+    from .compare.pipeline import TRANSFORMATION_FILE
+
     epilog = "Exit codes: 0 done, 1 failed, 2 bad input."
     compare = commands.add_parser(
         "compare",
@@ -197,7 +209,7 @@ def _add_compare_commands(commands):
         ),
         epilog=epilog,
     )
-    apply.add_argument("transformation", metavar="TRANSFORM_DIR", help="the saved transformation, OUT/transformation of netequiv compare")
+    apply.add_argument("transformation", metavar="TRANSFORM_DIR", help=f"output folder of netequiv compare, or the {TRANSFORMATION_FILE} file in it")
     apply.add_argument("activations", metavar="ACTIVATIONS", help=".npy (or .npz with --key) array of shape (n, m): one row a sample, one column a selected neuron in the selection's order")
     apply.add_argument("-o", "--output", required=True, metavar="OUT.npy", help="where to write the mapped activations")
     apply.add_argument("--inverse", action="store_true", help="map model B's activations to model A's")

@@ -38,8 +38,8 @@ NEIGHBOURHOOD_KINDS = ("jacobian", "ball", "burst", "sequence")
 CORRESPONDENCE_KINDS = ("same-inputs", "index-file", "domain-map")
 ARRAY_SUFFIXES = (".npy", ".npz")
 
-# Settings of MahalanobisDiffusionMap that a config may set; n_components is the embedding
-# dimension l of both networks.
+# Settings of NetworkTransformation (and through it of both MahalanobisDiffusionMap instances)
+# that a config may set; n_components is the embedding dimension l of both networks.
 DIFFUSION_MAP_KEYS = {
     "n_components": "a positive integer",
     "n_neighbors": "an integer >= 2",
@@ -51,7 +51,21 @@ DIFFUSION_MAP_KEYS = {
     "eigen_solver": '"auto", "dense" or "arpack"',
     "eigen_tol": "a non-negative number",
     "n_candidates": "a positive integer",
-    "inverse_transform_method": '"nearest", "linear" or "rbf"',
+    "interpolation": '"nearest", "linear" or "rbf"',
+    "degeneracy_tol": "a non-negative number",
+    "proper_rotation": "true or false",
+}
+
+# Settings of NetworkTransformation.equivalence_test, with their defaults here. The default of
+# n_permutations is lower than the method's own (999), so that a run on a laptop stays short;
+# 199 permutations still resolve p-values down to 0.005.
+TEST_DEFAULTS = {
+    "alpha": 0.05,
+    "n_permutations": 199,
+    "n_subsamples": 10,
+    "spectrum_tol": 0.1,
+    "residual_tol": 0.1,
+    "error_tol": 0.1,
 }
 
 
@@ -139,9 +153,8 @@ class CompareConfig:
     neighbourhoods: NeighbourhoodConfig
     correspondence: CorrespondenceConfig
     diffusion_map: dict
+    test: dict
     seed: int = 0
-    alpha: float = 0.05
-    n_permutations: int = 200
 
     @property
     def folder(self):
@@ -160,7 +173,7 @@ _SECTIONS = {
     "neighbourhoods": {"kind", "radius", "scale", "points", "window", "centres"},
     "correspondence": {"kind", "index_file", "domain_map", "pairs", "held_out"},
     "diffusion_map": set(DIFFUSION_MAP_KEYS),
-    "test": {"alpha", "n_permutations"},
+    "test": set(TEST_DEFAULTS),
 }
 _TOP_LEVEL = {"seed"}
 _REQUIRED_SECTIONS = ("model_a", "model_b", "inputs")
@@ -402,7 +415,9 @@ def _read_diffusion_map(reader):
             "harmonic_threshold": _is_kind(value, float) and 0 <= value <= 1,
             "eigen_solver": value in ("auto", "dense", "arpack"),
             "eigen_tol": _is_kind(value, float) and value >= 0,
-            "inverse_transform_method": value in ("nearest", "linear", "rbf"),
+            "interpolation": value in ("nearest", "linear", "rbf"),
+            "degeneracy_tol": _is_kind(value, float) and value >= 0,
+            "proper_rotation": isinstance(value, bool),
             "n_neighbors": _is_kind(value, int) and value >= 2,
         }.get(key, _is_kind(value, int) and value >= 1)
         if not valid:
@@ -468,11 +483,11 @@ def load_config(path):
     inputs = _read_inputs(reader, correspondence.kind) if "inputs" in data else None
     neighbourhoods = _read_neighbourhoods(reader)
     diffusion_map = _read_diffusion_map(reader)
-    alpha = reader.get("test", "alpha", float, 0.05, check=lambda value: 0 < value < 1, expected="a number in (0, 1)")
-    n_permutations = reader.get("test", "n_permutations", int, 200, check=lambda value: value >= 10, expected="an integer >= 10")
+    test = _read_test(reader)
     # Sizes are compared only when each one is valid, so that one bad value is reported once.
     if inputs is not None and not reader.problems:
         _check_sizes(reader, neighbourhoods, correspondence, inputs)
+        _check_held_out(reader, correspondence, test)
     if reader.problems:
         raise ConfigError(reader.problems)
     return CompareConfig(
@@ -483,9 +498,8 @@ def load_config(path):
         neighbourhoods=neighbourhoods,
         correspondence=correspondence,
         diffusion_map=diffusion_map,
+        test=test,
         seed=seed,
-        alpha=float(alpha),
-        n_permutations=n_permutations,
     )
 
 
@@ -495,3 +509,25 @@ def _read_seed(reader):
         reader.problem("seed", f"{seed!r} is invalid; expected a non-negative integer at the top of the file.")
         return 0
     return seed
+
+
+def _read_test(reader):
+    test = dict(TEST_DEFAULTS)
+    test["alpha"] = float(reader.get("test", "alpha", float, test["alpha"], check=lambda value: 0 < value < 1, expected="a significance level in (0, 1)"))
+    test["n_permutations"] = reader.get("test", "n_permutations", int, test["n_permutations"], check=lambda value: value >= 19, expected="an integer >= 19")
+    test["n_subsamples"] = reader.get("test", "n_subsamples", int, test["n_subsamples"], check=lambda value: value >= 2, expected="an integer >= 2")
+    for key in ("spectrum_tol", "residual_tol", "error_tol"):
+        test[key] = float(reader.get("test", key, float, test[key], check=_positive, expected="a positive number (relative)"))
+    return test
+
+
+def _check_held_out(reader, correspondence, test):
+    from ..transformation import _min_held_out_pairs
+
+    needed = _min_held_out_pairs(test["alpha"])
+    if correspondence.held_out < needed:
+        reader.problem(
+            "[correspondence] held_out",
+            f"{correspondence.held_out} held-out pairs cannot give a permutation p-value of "
+            f"alpha = {test['alpha']} or less; hold out at least {needed} (100 or more for stable errors).",
+        )

@@ -23,7 +23,10 @@ from .loading import load_array, load_function, load_network
 
 logger = logging.getLogger("netequiv.compare")
 
-__all__ = ["Prepared", "prepare", "run_compare", "OutputExistsError"]
+__all__ = ["Prepared", "prepare", "run_compare", "OutputExistsError", "TRANSFORMATION_FILE"]
+
+# Name of the fitted transformation in the output folder (NetworkTransformation.save).
+TRANSFORMATION_FILE = "transformation.npz"
 
 
 class OutputExistsError(FileExistsError):
@@ -63,6 +66,7 @@ class Prepared:
     labels_a: list
     labels_b: list
     breakdown_inputs: np.ndarray | None
+    rank: int | None = None
 
 
 # ----------------------------------------------------------------------------- preparation
@@ -252,6 +256,7 @@ class Observations:
     C_test: np.ndarray
     Y_path: np.ndarray | None = None
     C_path: np.ndarray | None = None
+    J_path: np.ndarray | None = None
 
 
 def _spectra(kind, raw):
@@ -322,7 +327,10 @@ def _observe(prepared, which, rank, progress, rng):
         if kind == "sequence":
             result.C_path = metric_from_sequence(result.Y_path, min(config.neighbourhoods.window, len(path)), rank=rank)
         else:
-            result.C_path = _metrics(kind, _raw_neighbourhoods(prepared, which, path, progress, rng), rank)
+            raw_path = _raw_neighbourhoods(prepared, which, path, progress, rng)
+            result.C_path = _metrics(kind, raw_path, rank)
+            if kind == "jacobian":
+                result.J_path = raw_path
     return result, rank
 
 
@@ -394,6 +402,7 @@ def run_compare(config, out, *, force=False, progress=None):
     with timer.stage("activations and local metrics"):
         observed_a, rank = _observe(prepared, "a", config.inputs.dimension, progress, rng)
         observed_b, _ = _observe(prepared, "b", rank, progress, rng)
+    prepared.rank = rank
     if config.inputs.dimension is None:
         logger.info("estimated intrinsic dimension d = %d", rank)
 
@@ -410,7 +419,7 @@ def run_compare(config, out, *, force=False, progress=None):
     out_path = _prepare_output(out_path, force)
     with timer.stage("writing outputs"):
         metrics = results.collect(config, prepared, transformation, observed_a, observed_b, evaluation, rank, timer.seconds)
-        transformation.save(out_path / "transformation")
+        transformation.save(out_path / TRANSFORMATION_FILE)
         (out_path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         from ..report import write_report
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Evaluation", "collect", "evaluate", "jsonable", "relative_rmse_per_column"]
+__all__ = ["Evaluation", "collect", "evaluate", "jsonable"]
 
 
 @dataclass
@@ -16,12 +16,13 @@ class Evaluation:
     Attributes
     ----------
     verdict : dict
-        ``equivalent`` (bool), ``sentence``, ``p_value``, ``statistics`` and ``thresholds``.
+        ``equivalent`` (bool), ``sentence``, and each criterion's statistic, threshold and
+        p-value.
     phi_test, psi_test : ndarray of shape (h, l)
         Embeddings of the held-out inputs by model A's and model B's diffusion map.
     predicted_b, predicted_a : ndarray
         ``transform`` of A's held-out activations, and ``inverse_transform`` of B's.
-    breakdown : object or None
+    breakdown : BreakdownResult or None
         The breakdown scan along ``[inputs] breakdown_path``.
     """
 
@@ -32,20 +33,6 @@ class Evaluation:
     predicted_a: np.ndarray
     summary: dict
     breakdown: object = None
-
-
-def relative_rmse_per_column(predicted, true):
-    """RMSE of each column divided by that column's standard deviation (0/0 counts as 0)."""
-    error = np.sqrt(np.mean((predicted - true) ** 2, axis=0))
-    spread = np.std(true, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(spread > 0, error / spread, np.where(error > 0, np.inf, 0.0))
-
-
-def relative_rmse(predicted, true):
-    """RMSE over all entries divided by the RMS deviation of ``true`` from its column means."""
-    spread = np.sqrt(np.mean((true - true.mean(axis=0)) ** 2))
-    return float(np.sqrt(np.mean((predicted - true) ** 2)) / spread) if spread > 0 else float("inf")
 
 
 def jsonable(value):
@@ -71,56 +58,80 @@ def jsonable(value):
     return str(value)
 
 
-def _verdict(transformation, observed_a, observed_b, config):
-    """Run the transformation's equivalence test on the held-out pairs; return a plain dict."""
-    result = transformation.equivalence_test(
-        observed_a.Y_test, observed_b.Y_test,
-        inverse_covariances_1=observed_a.C_test, inverse_covariances_2=observed_b.C_test,
-        alpha=config.alpha, n_permutations=config.n_permutations, random_state=config.seed,
-    )
-    verdict = jsonable(result)
-    if not isinstance(verdict, dict):
-        verdict = {"result": verdict}
-    equivalent = bool(getattr(result, "equivalent", verdict.get("equivalent")))
-    verdict["equivalent"] = equivalent
-    p_value = verdict.get("p_value")
-    detail = f" (p = {p_value:.3g}, alpha = {config.alpha})" if isinstance(p_value, float) else ""
-    verdict["sentence"] = (
-        f"The two networks are equivalent on these inputs{detail}: model B's selected neurons are an invertible function of model A's."
-        if equivalent
-        else f"The two networks are not equivalent on these inputs{detail}: no invertible map between their selected neurons passed the test."
-    )
-    return verdict
+def _verdict(result, alpha):
+    """Turn an EquivalenceResult into the verdict section of metrics.json, with its sentence."""
+    criteria = {}
+    for name, criterion in result.criteria.items():
+        null = np.asarray(criterion.null_statistics, dtype=float)
+        null = null[np.isfinite(null)]
+        criteria[name] = {
+            "statistic": criterion.statistic,
+            "threshold": criterion.threshold,
+            "p_value": criterion.p_value,
+            "passed": criterion.passed,
+            "null_hypothesis": criterion.null_hypothesis,
+            "rule": criterion.rule,
+            # The null draws are summarised; there are up to n_permutations of them.
+            "null_quantiles": dict(zip(("5%", "50%", "95%"), np.nanquantile(null, [0.05, 0.5, 0.95]))) if null.size else None,
+        }
+    evidence = ", ".join(f"{name} p = {item['p_value']:.3g}" for name, item in criteria.items())
+    if result.equivalent:
+        sentence = (
+            "The two networks are equivalent on these inputs: model B's selected neurons are an "
+            f"invertible function of model A's, and all three tests pass at alpha = {alpha} ({evidence})."
+        )
+    else:
+        failed = [name for name, item in criteria.items() if not item["passed"]]
+        sentence = (
+            "The two networks are not equivalent on these inputs: the "
+            f"{' and '.join(failed)} test{'s' if len(failed) > 1 else ''} failed at alpha = {alpha} ({evidence})."
+        )
+    return {
+        "equivalent": bool(result.equivalent),
+        "verdict": result.verdict,
+        "sentence": sentence,
+        "alpha": alpha,
+        "criteria": criteria,
+        "laplacian_eigenvalues_a": result.laplacian_eigenvalues_1,
+        "laplacian_eigenvalues_b": result.laplacian_eigenvalues_2,
+        "spectrum_standard_errors": result.spectrum_standard_errors,
+    }
 
 
 def evaluate(transformation, observed_a, observed_b, prepared, config):
-    """Evaluate the transformation on the held-out pairs and scan the breakdown path.
+    """Evaluate the transformation on the held-out pairs, test equivalence, scan the breakdown path.
 
     Returns
     -------
     Evaluation
     """
-    phi_test = transformation.dmap_1_.transform(observed_a.Y_test, inverse_covariances=observed_a.C_test)
-    psi_test = transformation.dmap_2_.transform(observed_b.Y_test, inverse_covariances=observed_b.C_test)
-    predicted_b = transformation.transform(observed_a.Y_test)
-    predicted_a = transformation.inverse_transform(observed_b.Y_test)
-    aligned = phi_test @ transformation.orthogonal_map_.T
+    C_a, C_b = observed_a.C_test, observed_b.C_test
+    phi_test = transformation.diffusion_map_1_.transform(observed_a.Y_test, inverse_covariances=C_a)
+    psi_test = transformation.diffusion_map_2_.transform(observed_b.Y_test, inverse_covariances=C_b)
+    predicted_b = transformation.transform(observed_a.Y_test, inverse_covariances=C_a)
+    predicted_a = transformation.inverse_transform(observed_b.Y_test, inverse_covariances=C_b)
+    scores = transformation.evaluate(observed_a.Y_test, observed_b.Y_test, C_a, C_b)
     summary = {
-        "alignment_residual_held_out": float(np.linalg.norm(aligned - psi_test) / np.linalg.norm(psi_test)),
-        "relative_rmse_a_to_b": relative_rmse(predicted_b, observed_b.Y_test),
-        "relative_rmse_b_to_a": relative_rmse(predicted_a, observed_a.Y_test),
-        "per_neuron_b": dict(zip(prepared.labels_b, relative_rmse_per_column(predicted_b, observed_b.Y_test))),
-        "per_neuron_a": dict(zip(prepared.labels_a, relative_rmse_per_column(predicted_a, observed_a.Y_test))),
-        "evaluate": jsonable(transformation.evaluate(observed_a.Y_test, observed_b.Y_test)),
+        "alignment_residual_held_out": scores.alignment_residual,
+        "relative_rmse_a_to_b": scores.relative_rmse,
+        "relative_rmse_b_to_a": scores.inverse_relative_rmse,
+        "per_neuron_b": dict(zip(prepared.labels_b, scores.relative_rmse_per_neuron)),
     }
+    test = config.test
+    result = transformation.equivalence_test(
+        observed_a.Y_test, observed_b.Y_test, C_a, C_b,
+        alpha=test["alpha"], spectrum_tol=test["spectrum_tol"], residual_tol=test["residual_tol"],
+        error_tol=test["error_tol"], n_permutations=test["n_permutations"], n_subsamples=test["n_subsamples"],
+        random_state=config.seed,
+    )
     breakdown = None
     if observed_a.Y_path is not None:
         breakdown = transformation.breakdown(
-            observed_a.Y_path, inverse_covariances=observed_a.C_path,
-            inverse_covariances_2=observed_b.C_path, Y2_path=observed_b.Y_path,
+            observed_a.Y_path, inverse_covariances_1=observed_a.C_path, jacobians_1=observed_a.J_path,
+            Y2_path=observed_b.Y_path, inverse_covariances_2=observed_b.C_path, jacobians_2=observed_b.J_path,
+            rank=prepared.rank,
         )
-    verdict = _verdict(transformation, observed_a, observed_b, config)
-    return Evaluation(verdict, phi_test, psi_test, predicted_b, predicted_a, summary, breakdown)
+    return Evaluation(_verdict(result, test["alpha"]), phi_test, psi_test, predicted_b, predicted_a, summary, breakdown)
 
 
 def _spectrum(dmap):
@@ -143,9 +154,13 @@ def collect(config, prepared, transformation, observed_a, observed_b, evaluation
     if evaluation.breakdown is not None:
         scan = evaluation.breakdown
         breakdown = {
-            "first_break": getattr(scan, "first_break", None),
-            "threshold": getattr(scan, "threshold", None),
-            "score": getattr(scan, "score", None),
+            "first_index": scan.first_index,
+            "fold_index": scan.fold_index,
+            "round_trip_index": scan.round_trip_index,
+            # A point is broken where its score exceeds 1.
+            "threshold": 1.0,
+            "scores": scan.scores,
+            "round_trip_errors": scan.round_trip_errors,
             "path_length": len(observed_a.Y_path),
         }
     metrics = {
@@ -159,12 +174,11 @@ def collect(config, prepared, transformation, observed_a, observed_b, evaluation
             "dimension_estimated": config.inputs.dimension is None,
             "neighbourhoods": dataclasses.asdict(config.neighbourhoods),
             "correspondence": {"kind": config.correspondence.kind, "pairs": len(prepared.alignment), "held_out": len(prepared.test_a)},
-            "diffusion_map": transformation.get_params() if hasattr(transformation, "get_params") else config.diffusion_map,
-            "alpha": config.alpha,
-            "n_permutations": config.n_permutations,
+            "transformation": transformation.get_params(),
+            "test": config.test,
         },
         "verdict": evaluation.verdict,
-        "spectra": {"a": _spectrum(transformation.dmap_1_), "b": _spectrum(transformation.dmap_2_)},
+        "spectra": {"a": _spectrum(transformation.diffusion_map_1_), "b": _spectrum(transformation.diffusion_map_2_)},
         "alignment": {
             "orthogonal_map": transformation.orthogonal_map_,
             "residual_held_out": evaluation.summary["alignment_residual_held_out"],
@@ -173,9 +187,7 @@ def collect(config, prepared, transformation, observed_a, observed_b, evaluation
             "relative_rmse_a_to_b": evaluation.summary["relative_rmse_a_to_b"],
             "relative_rmse_b_to_a": evaluation.summary["relative_rmse_b_to_a"],
             "relative_rmse_per_neuron_b": evaluation.summary["per_neuron_b"],
-            "relative_rmse_per_neuron_a": evaluation.summary["per_neuron_a"],
         },
-        "evaluate": evaluation.summary["evaluate"],
         "breakdown": breakdown,
         "seconds": seconds,
     }

@@ -49,13 +49,18 @@ kind = "same-inputs"          # "same-inputs", "index-file" or "domain-map"
 pairs = 4                     # corresponding pairs that fix the orthogonal alignment
 held_out = 200                # corresponding pairs held out to test the transformation
 
-[diffusion_map]               # all optional; see netequiv.MahalanobisDiffusionMap
+[diffusion_map]               # all optional; see netequiv.NetworkTransformation
 # n_components = 1            # embedding coordinates l (default: d)
-# n_neighbors = 32
-# epsilon = "median"
-# remove_harmonics = false
+# n_neighbors = 32            # neighbours a point in the sparse kernel
+# epsilon = "median"          # kernel bandwidth, or the median rule
+# remove_harmonics = false    # keep only eigenvectors that are not functions of earlier ones
+# interpolation = "linear"    # "nearest", "linear" or "rbf": inverts the embeddings
 
-[test]
-# alpha = 0.05                # significance level of the equivalence test
-# n_permutations = 200        # shuffled correspondences in the null distribution
+[test]                        # all optional; see NetworkTransformation.equivalence_test
+# alpha = 0.05                # significance level of each of the three tests
+# n_permutations = 199        # shuffled pairings in the null distributions
+# n_subsamples = 10           # refits on random halves for the spectra's standard errors
+# spectrum_tol = 0.1          # tolerance on max |ln mu_A - ln mu_B| of the Laplacian eigenvalues
+# residual_tol = 0.1          # tolerance on the held-out relative alignment residual
+# error_tol = 0.1             # tolerance on the held-out relative RMSE of the transformation
 '''

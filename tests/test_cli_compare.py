@@ -1,0 +1,145 @@
+"""``netequiv compare`` and ``netequiv apply`` end to end, on small networks built in the test.
+
+Model A and model B are one-hidden-layer tanh networks with different fixed random weights on the
+inputs x in [-1, 1]. Their six hidden neurons are each monotone in x, so both sets embed the
+interval and the pair is equivalent. A model B that sees x squared folds the interval onto
+[0, 1]: its neurons no longer tell x from -x, so that pair is not equivalent.
+"""
+
+import base64
+import io
+import json
+import logging
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("netequiv.torch")
+pytest.importorskip("netequiv.transformation")
+
+from netequiv.cli import main  # noqa: E402
+from test_compare_config import config_text, write_models  # noqa: E402
+
+FOLDED_B = """
+    path = "network_2.pt"
+    factory = "nets.py:tanh_net"
+    factory_kwargs = { widths = [1, 6, 1], fold = true }
+    selection = "act1"
+"""
+
+
+def run_compare(folder, text, *extra):
+    """Write the config and run ``netequiv compare``; return the exit code and the output folder."""
+    path = folder / "compare.toml"
+    path.write_text(text)
+    out = folder / "out"
+    code = main(["compare", str(path), "--out", str(out), "--quiet", *extra])
+    return code, out
+
+
+@pytest.fixture(scope="module")
+def equivalent_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("equivalent")
+    write_models(folder)
+    np.save(folder / "path.npy", np.linspace(-1.0, 1.0, 60)[:, None])
+    text = config_text().replace('dimension = 1', 'dimension = 1\nbreakdown_path = "path.npy"')
+    code, out = run_compare(folder, text)
+    return folder, code, out
+
+
+@pytest.fixture(scope="module")
+def folded_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("folded")
+    write_models(folder, fold_b=True)
+    return run_compare(folder, config_text(model_b=FOLDED_B))
+
+
+def test_equivalent_pair_verdict(equivalent_run):
+    _, code, out = equivalent_run
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["verdict"]["equivalent"] is True
+    assert metrics["verdict"]["sentence"].startswith("The two networks are equivalent")
+    assert metrics["held_out"]["relative_rmse_a_to_b"] < 0.1
+    assert len(metrics["held_out"]["relative_rmse_per_neuron_b"]) == 6
+
+
+def test_equivalent_pair_outputs(equivalent_run):
+    _, _, out = equivalent_run
+    assert (out / "transformation.npz").is_file()
+    for name in ("spectra", "embeddings", "held_out", "breakdown"):
+        assert (out / "figures" / f"{name}.png").is_file(), name
+
+
+def test_report_images_decode(equivalent_run):
+    from matplotlib.image import imread
+
+    _, _, out = equivalent_run
+    page = (out / "report.html").read_text()
+    assert "The two networks are equivalent" in page
+    # Self-contained: no external stylesheets, scripts or images.
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 4
+    for data in images:
+        pixels = imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert pixels.ndim == 3
+        assert min(pixels.shape[:2]) > 100
+
+
+def test_verdict_leads_report(equivalent_run):
+    _, _, out = equivalent_run
+    page = (out / "report.html").read_text()
+    assert page.index('class="verdict') < page.index("<h2>")
+
+
+def test_folded_pair_not_equivalent(folded_run):
+    code, out = folded_run
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["verdict"]["equivalent"] is False
+    assert metrics["verdict"]["sentence"].startswith("The two networks are not equivalent")
+    assert "not equivalent" in (out / "report.html").read_text()
+
+
+def test_existing_output_needs_force(equivalent_run, caplog):
+    folder, _, out = equivalent_run
+    before = (out / "metrics.json").read_text()
+    with caplog.at_level(logging.ERROR, logger="netequiv"):
+        code = main(["compare", str(folder / "compare.toml"), "--out", str(out), "--quiet"])
+    assert code == 2
+    assert "--force" in caplog.text
+    assert (out / "metrics.json").read_text() == before
+
+
+def test_apply_matches_transform(equivalent_run, tmp_path):
+    from netequiv.torch import activations
+    from netequiv.torch.loading import load_model
+    from netequiv.transformation import NetworkTransformation
+    from test_compare_config import NETS_PY
+
+    folder, _, out = equivalent_run
+    namespace = {}
+    exec(compile(NETS_PY, "nets.py", "exec"), namespace)
+    model_a = load_model(folder / "network_1.pt", namespace["tanh_net"], factory_kwargs={"widths": [1, 6, 1]}).double()
+    Y_a = activations(model_a, np.linspace(-0.9, 0.9, 25)[:, None], "act1:0-5")
+    np.save(tmp_path / "a.npy", Y_a)
+
+    assert main(["apply", str(out), str(tmp_path / "a.npy"), "-o", str(tmp_path / "b.npy"), "-q"]) == 0
+    expected = NetworkTransformation.load(out / "transformation.npz").transform(Y_a)
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), expected)
+
+    assert main(["apply", str(out), str(tmp_path / "b.npy"), "-o", str(tmp_path / "a2.npy"), "--inverse", "-q"]) == 0
+    inverse = NetworkTransformation.load(out / "transformation.npz").inverse_transform(expected)
+    np.testing.assert_allclose(np.load(tmp_path / "a2.npy"), inverse)
+
+
+def test_apply_rejects_wrong_width(equivalent_run, tmp_path, caplog):
+    _, _, out = equivalent_run
+    np.save(tmp_path / "a.npy", np.zeros((5, 4)))
+    with caplog.at_level(logging.ERROR, logger="netequiv"):
+        code = main(["apply", str(out), str(tmp_path / "a.npy"), "-o", str(tmp_path / "b.npy")])
+    assert code == 2
+    assert "(n, 6)" in caplog.text
