@@ -143,3 +143,48 @@ def test_apply_rejects_wrong_width(equivalent_run, tmp_path, caplog):
         code = main(["apply", str(out), str(tmp_path / "a.npy"), "-o", str(tmp_path / "b.npy")])
     assert code == 2
     assert "(n, 6)" in caplog.text
+
+
+KINDS = {
+    "burst": {"neighbourhoods": 'kind = "burst"\nscale = 0.01\npoints = 16\ncentres = 300'},
+    "ball sampler, estimated d": {"inputs": 'sampler = "ball"\ncenter = [0.0]\nradius = 1.0\nn_samples = 500\ndimension = "estimate"'},
+    "domain map": {"correspondence": 'kind = "domain-map"\ndomain_map = "nets.py:stretch"\npairs = 4\nheld_out = 100'},
+    "sequence": {"inputs": 'file = "sequence.npy"\ndimension = 1', "neighbourhoods": 'kind = "sequence"\nwindow = 7\ncentres = 300'},
+    "index file": {
+        "inputs": 'file = "inputs_a.npy"\nfile_b = "inputs_b.npy"\ndimension = 1',
+        "correspondence": 'kind = "index-file"\nindex_file = "pairs.npy"\npairs = 4\nheld_out = 100',
+    },
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_input_kinds_equivalent(tmp_path, kind):
+    write_models(tmp_path)
+    np.save(tmp_path / "sequence.npy", np.linspace(-1.0, 1.0, 600)[:, None])
+    # Model B's inputs are model A's in shuffled order; pairs.npy says which row is which.
+    rng = np.random.default_rng(0)
+    inputs_a = rng.uniform(-1.0, 1.0, size=(500, 1))
+    order = rng.permutation(500)
+    np.save(tmp_path / "inputs_a.npy", inputs_a)
+    np.save(tmp_path / "inputs_b.npy", inputs_a[order])
+    np.save(tmp_path / "pairs.npy", np.stack([np.arange(300), np.argsort(order)[:300]], axis=1))
+
+    code, out = run_compare(tmp_path, config_text(**KINDS[kind]))
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["dimension"] == 1
+    assert metrics["verdict"]["equivalent"] is True
+    assert metrics["held_out"]["relative_rmse_a_to_b"] < 0.1
+
+
+def test_shuffled_index_file_not_equivalent(tmp_path):
+    write_models(tmp_path)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "inputs_a.npy", rng.uniform(-1.0, 1.0, size=(500, 1)))
+    np.save(tmp_path / "inputs_b.npy", rng.uniform(-1.0, 1.0, size=(500, 1)))
+    # Pairs of unrelated inputs: no map can match them.
+    np.save(tmp_path / "pairs.npy", np.stack([np.arange(300), rng.permutation(500)[:300]], axis=1))
+    code, out = run_compare(tmp_path, config_text(**KINDS["index file"]))
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["verdict"]["equivalent"] is False
