@@ -12,6 +12,7 @@ from .checks import (
 )
 from .jacobians import JACOBIAN_METHODS, jacobians
 from .layers import LayerInfo, list_layers
+from .sampling import cloud_activations, sample_ball, sample_burst, sequence_windows
 from .selection import LayerNotFoundError, LayerReference, NeuronSelection, ResolvedSelection
 
 __all__ = [
@@ -28,8 +29,12 @@ __all__ = [
     "activations",
     "check_selection",
     "check_whitney",
+    "cloud_activations",
     "jacobians",
     "list_layers",
     "propose_selection",
     "resolve_selection",
+    "sample_ball",
+    "sample_burst",
+    "sequence_windows",
 ]
