@@ -2,7 +2,7 @@
 
 Model A and model B are one-hidden-layer tanh networks with different fixed random weights on the
 inputs x in [-1, 1]. Their six hidden neurons are each monotone in x, so both sets embed the
-interval and the pair is equivalent. A model B that sees x squared folds the interval onto
+interval and the pair is equivalent. A model B whose input is x squared folds the interval onto
 [0, 1]: its neurons no longer tell x from -x, so that pair is not equivalent.
 """
 
@@ -161,7 +161,7 @@ KINDS = {
 def test_input_kinds_equivalent(tmp_path, kind):
     write_models(tmp_path)
     np.save(tmp_path / "sequence.npy", np.linspace(-1.0, 1.0, 600)[:, None])
-    # Model B's inputs are model A's in shuffled order; pairs.npy says which row is which.
+    # Model B's inputs are model A's in shuffled order; pairs.npy maps each row of A to its row of B.
     rng = np.random.default_rng(0)
     inputs_a = rng.uniform(-1.0, 1.0, size=(500, 1))
     order = rng.permutation(500)

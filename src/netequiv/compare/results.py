@@ -82,9 +82,10 @@ def _verdict(result, alpha):
         )
     else:
         failed = [name for name, item in criteria.items() if not item["passed"]]
+        listed = failed[0] if len(failed) == 1 else ", ".join(failed[:-1]) + " and " + failed[-1]
         sentence = (
             "The two networks are not equivalent on these inputs: the "
-            f"{' and '.join(failed)} test{'s' if len(failed) > 1 else ''} failed at alpha = {alpha} ({evidence})."
+            f"{listed} test{'s' if len(failed) > 1 else ''} failed at alpha = {alpha} ({evidence})."
         )
     return {
         "equivalent": bool(result.equivalent),
