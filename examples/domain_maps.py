@@ -11,5 +11,5 @@ from netequiv.experiments.vector_fields import coordinates
 
 
 def vector_fields(x):
-    """The coordinates s(x1, x2) in which network 2 of the vector-field experiment learned the field."""
+    """Map x to s(x), the coordinates in which network 2 of the vector-field experiment learned the field."""
     return coordinates(x, xp=torch)

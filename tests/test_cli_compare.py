@@ -188,3 +188,53 @@ def test_shuffled_index_file_not_equivalent(tmp_path):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["verdict"]["equivalent"] is False
+
+
+CONV_NETS_PY = '''
+import torch
+
+
+class ConvNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+        self.act = torch.nn.Tanh()
+        self.fc = torch.nn.Linear(2 * 8 * 8, 5)
+        self.out = torch.nn.Tanh()
+
+    def forward(self, x):
+        return self.out(self.fc(self.act(self.conv(x)).flatten(1)))
+
+
+def conv_net():
+    return ConvNet()
+'''
+
+
+def test_image_sequence_equivalent(tmp_path):
+    # Frames of a blob moving left to right: images of shape (1, 8, 8) on a curve with d = 1.
+    (tmp_path / "conv_nets.py").write_text(CONV_NETS_PY)
+    namespace = {}
+    exec(compile(CONV_NETS_PY, "conv_nets.py", "exec"), namespace)
+    grid = np.arange(8.0)
+    centres = np.linspace(1.5, 5.5, 500)
+    frames = np.exp(-((grid[None, None, :] - centres[:, None, None]) ** 2 + (grid[None, :, None] - 3.5) ** 2) / 4.0)
+    np.save(tmp_path / "frames.npy", frames[:, None])
+    for index, name in enumerate(("a", "b")):
+        torch.manual_seed(index)
+        model = namespace["conv_net"]()
+        with torch.no_grad():
+            model.fc.weight.mul_(3.0)
+        torch.save(model.state_dict(), tmp_path / f"{name}.pt")
+
+    text = config_text(
+        model_a='path = "a.pt"\nfactory = "conv_nets.py:conv_net"\nselection = "out"',
+        model_b='path = "b.pt"\nfactory = "conv_nets.py:conv_net"\nselection = "fc:0-3 conv:(0,3,3)"',
+        inputs='file = "frames.npy"\ndimension = 1',
+        neighbourhoods='kind = "sequence"\nwindow = 9\ncentres = 300',
+    )
+    code, out = run_compare(tmp_path, text)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"]["b"]["neurons"] == ["fc[0]", "fc[1]", "fc[2]", "fc[3]", "conv[0,3,3]"]
+    assert metrics["verdict"]["equivalent"] is True

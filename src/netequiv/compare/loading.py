@@ -104,6 +104,7 @@ def resolve_device(device, key):
     """Turn ``"auto"`` into ``"cuda"`` when available, and check that a CUDA device exists."""
     import torch
 
+    # NOTE: the compare pipeline has run on CPUs only; its CUDA path is untested.
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

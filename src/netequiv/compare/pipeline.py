@@ -405,6 +405,16 @@ def run_compare(config, out, *, force=False, progress=None):
     prepared.rank = rank
     if config.inputs.dimension is None:
         logger.info("estimated intrinsic dimension d = %d", rank)
+        if rank >= min(observed_a.Y.shape[1], observed_b.Y.shape[1]):
+            # Neighbourhoods drawn in the full input space (balls, bursts, Jacobians of all
+            # input coordinates) span every direction the neurons respond to, which for inputs
+            # such as images are far more than the directions along the data manifold.
+            logger.warning(
+                "the estimated dimension d = %d equals the number of selected neurons, so the "
+                "neighbourhoods probably span directions off the input manifold; set [inputs] "
+                "dimension, or use [neighbourhoods] kind = \"sequence\" for ordered data",
+                rank,
+            )
 
     settings = {"random_state": config.seed, "n_components": rank, **config.diffusion_map}
     with timer.stage("diffusion maps and alignment"):
