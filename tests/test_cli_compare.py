@@ -238,3 +238,16 @@ def test_image_sequence_equivalent(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"]["b"]["neurons"] == ["fc[0]", "fc[1]", "fc[2]", "fc[3]", "conv[0,3,3]"]
     assert metrics["verdict"]["equivalent"] is True
+
+
+def test_fit_failure_exits_one(tmp_path, caplog):
+    write_models(tmp_path)
+    # Two neighbours a point cannot connect 300 centres into one kNN graph.
+    text = config_text(diffusion_map="n_neighbors = 2")
+    with caplog.at_level(logging.ERROR, logger="netequiv"):
+        code, out = run_compare(tmp_path, text)
+    assert code == 1
+    assert "fitting the transformation failed" in caplog.text
+    assert "[diffusion_map]" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert not out.exists()

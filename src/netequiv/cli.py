@@ -62,6 +62,12 @@ def _bad_input_types():
     return (BadInputError, ConfigError, OutputExistsError)
 
 
+def _failure_types():
+    from .compare import CompareFailedError
+
+    return (CompareFailedError,)
+
+
 def _compare(args):
     from .compare import load_config, prepare, run_compare
 
@@ -291,6 +297,9 @@ def main(argv=None):
     except _bad_input_types() as error:
         logger.error("%s", error)
         return EXIT_BAD_INPUT
+    except _failure_types() as error:
+        logger.error("%s failed: %s", args.command, error)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         logger.error("interrupted")
         return EXIT_FAILED

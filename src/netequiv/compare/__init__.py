@@ -5,12 +5,13 @@
 """
 
 from .config import CompareConfig, ConfigError, load_config
-from .pipeline import OutputExistsError, prepare, run_compare
+from .pipeline import CompareFailedError, OutputExistsError, prepare, run_compare
 from .template import EXAMPLE_CONFIG
 
 __all__ = [
     "EXAMPLE_CONFIG",
     "CompareConfig",
+    "CompareFailedError",
     "ConfigError",
     "OutputExistsError",
     "load_config",

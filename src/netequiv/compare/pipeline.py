@@ -23,7 +23,7 @@ from .loading import load_array, load_function, load_network
 
 logger = logging.getLogger("netequiv.compare")
 
-__all__ = ["Prepared", "prepare", "run_compare", "OutputExistsError", "TRANSFORMATION_FILE"]
+__all__ = ["CompareFailedError", "OutputExistsError", "Prepared", "TRANSFORMATION_FILE", "prepare", "run_compare"]
 
 # Name of the fitted transformation in the output folder (NetworkTransformation.save).
 TRANSFORMATION_FILE = "transformation.npz"
@@ -31,6 +31,10 @@ TRANSFORMATION_FILE = "transformation.npz"
 
 class OutputExistsError(FileExistsError):
     """The output folder exists and is not empty, and overwriting it was not requested."""
+
+
+class CompareFailedError(RuntimeError):
+    """A stage of the comparison failed on valid input; the message names the stage and the settings to change."""
 
 
 @dataclass
@@ -387,6 +391,8 @@ def run_compare(config, out, *, force=False, progress=None):
         The inputs do not fit the models (found before the heavy work).
     OutputExistsError
         ``out`` exists, is not empty, and ``force`` is False.
+    CompareFailedError
+        Fitting or testing the transformation failed; the output folder is not written.
     """
     from ..transformation import NetworkTransformation
     from . import results
@@ -418,13 +424,27 @@ def run_compare(config, out, *, force=False, progress=None):
 
     settings = {"random_state": config.seed, "n_components": rank, **config.diffusion_map}
     with timer.stage("diffusion maps and alignment"):
-        transformation = NetworkTransformation(**settings).fit(
-            observed_a.Y, observed_b.Y,
-            inverse_covariances_1=observed_a.C, inverse_covariances_2=observed_b.C,
-            correspondences=prepared.alignment,
-        )
+        try:
+            transformation = NetworkTransformation(**settings).fit(
+                observed_a.Y, observed_b.Y,
+                inverse_covariances_1=observed_a.C, inverse_covariances_2=observed_b.C,
+                correspondences=prepared.alignment,
+            )
+        except ValueError as error:
+            # The estimator's messages name the quantity at fault (a disconnected kNN graph,
+            # too few correspondences for a degenerate eigenspace, a degenerate metric).
+            raise CompareFailedError(
+                f"fitting the transformation failed: {error} The settings are in [diffusion_map], "
+                "[neighbourhoods] and [correspondence] pairs."
+            ) from error
     with timer.stage("held-out evaluation and equivalence test"):
-        evaluation = results.evaluate(transformation, observed_a, observed_b, prepared, config)
+        try:
+            evaluation = results.evaluate(transformation, observed_a, observed_b, prepared, config)
+        except ValueError as error:
+            raise CompareFailedError(
+                f"testing the transformation failed: {error} The settings are in [test] and "
+                "[correspondence] held_out."
+            ) from error
 
     out_path = _prepare_output(out_path, force)
     with timer.stage("writing outputs"):
