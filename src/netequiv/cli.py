@@ -148,11 +148,14 @@ def _inspect(args):
         layers = list_layers(model, example)
     except (RuntimeError, ValueError, TypeError) as error:
         raise BadInputError(f"the model rejects inputs of per-sample shape {example.shape[1:]} ({error}); fix --input-shape.") from error
-    width = max(len(layer.name) for layer in layers)
-    print(f"{'layer':<{width}}  {'type':<16} {'output shape':<16} neurons")
-    for layer in layers:
-        shape = "not called" if layer.shape is None else str(layer.shape)
-        print(f"{layer.name:<{width}}  {layer.module_type:<16} {shape:<16} {layer.size}")
+    rows = [
+        (layer.name, layer.module_type, "not called" if layer.shape is None else str(layer.shape), str(layer.size))
+        for layer in layers
+    ]
+    header = ("layer", "type", "output shape", "neurons")
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(3)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3])
     return EXIT_OK
 
 
