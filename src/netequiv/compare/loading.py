@@ -78,7 +78,7 @@ def load_array(path, key, array_key=None, *, name):
     key : str
         The config key of ``path``, for messages.
     array_key : str, default=None
-        Name of the array inside a ``.npz`` file; needed when it holds more than one.
+        Name of the array inside a ``.npz`` file; needed when it contains more than one.
     name : str
         What the array is, for messages ("inputs", "index pairs").
     """
@@ -141,7 +141,7 @@ def load_network(config, folder):
         raise ConfigError([f"{key} path: {error}"]) from error
     except (ValueError, TypeError, RuntimeError, OSError) as error:
         message = str(error).strip() or type(error).__name__
-        # The adapter's messages name the fix; the key says where to apply it.
+        # The adapter's messages name the fix, and the key names where to apply it.
         target = "factory" if "factory" in message else "path"
         if "factory" in message and config.factory is not None:
             message += f" (factory_args = {list(config.factory_args)}, factory_kwargs = {config.factory_kwargs})"

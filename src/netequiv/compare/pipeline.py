@@ -155,17 +155,17 @@ def _choose_rows(config, n_a, n_b, pairs, rng):
         return train, train, np.stack([aligned, aligned], axis=1), test, test
 
     order = rng.permutation(len(pairs))
-    held, aligned = pairs[order[:n_held_out]], pairs[order[n_held_out : n_held_out + n_align]]
+    held_out_pairs, aligned = pairs[order[:n_held_out]], pairs[order[n_held_out : n_held_out + n_align]]
     trains = []
     for column, n in ((0, n_a), (1, n_b)):
-        free = np.setdiff1d(np.arange(n), np.concatenate([held[:, column], aligned[:, column]]))
+        free = np.setdiff1d(np.arange(n), np.concatenate([held_out_pairs[:, column], aligned[:, column]]))
         extra = centres - n_align
         if extra > free.size:
             side = "AB"[column]
             raise ConfigError([f"[neighbourhoods] centres: {centres} centres need {extra} inputs of {side} besides the pairs, but only {free.size} are free; lower centres."])
         trains.append(np.concatenate([aligned[:, column], rng.choice(free, size=extra, replace=False)]))
     alignment = np.repeat(np.arange(n_align)[:, None], 2, axis=1)
-    return trains[0], trains[1], alignment, held[:, 0], held[:, 1]
+    return trains[0], trains[1], alignment, held_out_pairs[:, 0], held_out_pairs[:, 1]
 
 
 def prepare(config):
@@ -264,22 +264,22 @@ class Observations:
 
 
 def _spectra(kind, raw):
-    """Eigenvalues of the local covariances (J J^T for Jacobians), for the dimension estimate."""
+    """Compute the eigenvalues of the local covariances (J J^T for Jacobians) for the dimension estimate."""
     if kind == "jacobian":
         return np.linalg.svd(raw, compute_uv=False) ** 2
     centred = raw - raw.mean(axis=1, keepdims=True)
     return np.linalg.svd(centred, compute_uv=False) ** 2
 
 
-def _raw_neighbourhoods(prepared, which, inputs, progress, rng):
+def _raw_neighbourhoods(prepared, side, inputs, progress, rng):
     """Jacobians (n, m, D) or activation clouds (n, q, m) around ``inputs`` for model A or B."""
     from ..torch import jacobians
     from ..torch.sampling import cloud_activations, sample_ball, sample_burst
 
     settings = prepared.config.neighbourhoods
-    model = prepared.model_a if which == "a" else prepared.model_b
-    selection = (prepared.config.model_a if which == "a" else prepared.config.model_b).selection
-    domain_map = prepared.domain_map if which == "b" else None
+    model = prepared.model_a if side == "a" else prepared.model_b
+    selection = (prepared.config.model_a if side == "a" else prepared.config.model_b).selection
+    domain_map = prepared.domain_map if side == "b" else None
     if settings.kind == "jacobian":
         return jacobians(model, inputs, selection, domain_map=domain_map, progress=progress)
     if settings.kind == "ball":
@@ -295,31 +295,33 @@ def _metrics(kind, raw, rank):
     return metric_from_clouds(raw, rank=rank)
 
 
-def _observe(prepared, which, rank, progress, rng):
-    """Activations and metrics of model A or B; returns Observations and the raw neighbourhoods."""
+def _observe(prepared, side, rank, progress, rng):
+    """Compute the activations and metrics of model A or B; return them and the dimension d used."""
     from ..torch import activations
 
     config = prepared.config
-    model = prepared.model_a if which == "a" else prepared.model_b
-    selection = (config.model_a if which == "a" else config.model_b).selection
-    inputs = prepared.inputs_a if which == "a" else prepared.inputs_b
-    train, test = (prepared.train_a, prepared.test_a) if which == "a" else (prepared.train_b, prepared.test_b)
-    domain_map = prepared.domain_map if which == "b" else None
+    model = prepared.model_a if side == "a" else prepared.model_b
+    selection = (config.model_a if side == "a" else config.model_b).selection
+    inputs = prepared.inputs_a if side == "a" else prepared.inputs_b
+    train, test = (prepared.train_a, prepared.test_a) if side == "a" else (prepared.train_b, prepared.test_b)
+    domain_map = prepared.domain_map if side == "b" else None
 
     def observe(x):
         return activations(model, x, selection, domain_map=domain_map, progress=progress)
 
     kind = config.neighbourhoods.kind
     if kind == "sequence":
+        from ..torch.sampling import sequence_windows
+
         Y_all = observe(inputs)
-        windows = Y_all[np.clip(np.arange(len(Y_all)) - config.neighbourhoods.window // 2, 0, len(Y_all) - config.neighbourhoods.window)[:, None] + np.arange(config.neighbourhoods.window)]
-        rank = rank or estimate_rank(_spectra("clouds", windows))
+        if rank is None:
+            rank = estimate_rank(_spectra("clouds", sequence_windows(Y_all, config.neighbourhoods.window)))
         C_all = metric_from_sequence(Y_all, config.neighbourhoods.window, rank=rank)
         result = Observations(Y=Y_all[train], C=C_all[train], Y_test=Y_all[test], C_test=C_all[test])
     else:
-        raw = _raw_neighbourhoods(prepared, which, inputs[train], progress, rng)
+        raw = _raw_neighbourhoods(prepared, side, inputs[train], progress, rng)
         rank = rank or estimate_rank(_spectra(kind, raw))
-        raw_test = _raw_neighbourhoods(prepared, which, inputs[test], progress, rng)
+        raw_test = _raw_neighbourhoods(prepared, side, inputs[test], progress, rng)
         result = Observations(
             Y=observe(inputs[train]), C=_metrics(kind, raw, rank),
             Y_test=observe(inputs[test]), C_test=_metrics(kind, raw_test, rank),
@@ -331,7 +333,7 @@ def _observe(prepared, which, rank, progress, rng):
         if kind == "sequence":
             result.C_path = metric_from_sequence(result.Y_path, min(config.neighbourhoods.window, len(path)), rank=rank)
         else:
-            raw_path = _raw_neighbourhoods(prepared, which, path, progress, rng)
+            raw_path = _raw_neighbourhoods(prepared, side, path, progress, rng)
             result.C_path = _metrics(kind, raw_path, rank)
             if kind == "jacobian":
                 result.J_path = raw_path
