@@ -93,6 +93,8 @@ def test_verdict_leads_report(equivalent_run):
     _, _, out = equivalent_run
     page = (out / "report.html").read_text()
     assert page.index('class="verdict') < page.index("<h2>")
+    assert page.index("<h2>Breakdown along the path</h2>") < page.index("<h2>Figures</h2>")
+    assert page.index("<h2>Figures</h2>") < page.index("<img")
 
 
 def test_folded_pair_not_equivalent(folded_run):

@@ -28,6 +28,8 @@ def _format(value):
         return f"{value:.4g}"
     if value is None:
         return "n/a"
+    if isinstance(value, list) and all(isinstance(item, float) for item in value):
+        return ", ".join(f"{item:.6g}" for item in value)
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
@@ -103,7 +105,6 @@ def render_html(metrics, figures):
             [[label, value] for label, value in held_out["relative_rmse_per_neuron_b"].items()],
             header=["model B neuron (predicted from A)", "relative RMSE"],
         ),
-        "<h2>Figures</h2>",
     ]
     breakdown = metrics.get("breakdown")
     if breakdown is not None:
@@ -119,6 +120,7 @@ def render_html(metrics, figures):
                 header=["quantity", "index (n/a: none)"],
             ),
         ]
+    sections.append("<h2>Figures</h2>")
     for name, (caption, png) in figures.items():
         sections.append(f"<figure>{_image(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
     spectra = metrics["spectra"]
