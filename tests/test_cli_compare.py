@@ -253,3 +253,19 @@ def test_fit_failure_exits_one(tmp_path, caplog):
     assert "[diffusion_map]" in caplog.text
     assert "Traceback" not in caplog.text
     assert not out.exists()
+
+
+def test_force_keeps_other_files(tmp_path):
+    write_models(tmp_path)
+    out = tmp_path / "out"
+    stale = out / "figures" / "breakdown.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    (out / "notes.txt").write_text("mine")
+    # This run scans no breakdown path, so the old breakdown figure must go.
+    code, _ = run_compare(tmp_path, config_text(), "--force")
+    assert code == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not stale.exists()
+    assert (out / "figures" / "spectra.png").is_file()
+    assert json.loads((out / "metrics.json").read_text())["breakdown"] is None

@@ -203,7 +203,7 @@ def _add_compare_commands(commands):
     )
     compare.add_argument("config", help="the TOML config file; relative paths in it start at its folder")
     compare.add_argument("-o", "--out", default="netequiv-compare", help="output folder (default: ./netequiv-compare)")
-    compare.add_argument("--force", action="store_true", help="replace an existing, non-empty output folder")
+    compare.add_argument("--force", action="store_true", help="write into a non-empty output folder, replacing the files of an earlier run (other files are kept)")
     compare.add_argument("--check", action="store_true", help="validate the config, load the models and check the inputs and selections, then stop")
     compare.add_argument("--no-print", dest="quiet_verdict", action="store_true", help="do not print the verdict sentence on standard output")
     _add_common_options(compare)

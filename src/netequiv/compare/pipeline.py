@@ -10,7 +10,6 @@ tests it on held-out correspondences, and writes the output folder.
 import json
 import logging
 from contextlib import contextmanager
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,16 +355,29 @@ class _Timer:
         logger.info("%s done in %.1f s", name, elapsed)
 
 
-def _prepare_output(out, force):
+# Files a compare run writes; --force replaces these and leaves anything else in the folder.
+OUTPUT_FILES = ("metrics.json", "report.html", TRANSFORMATION_FILE)
+FIGURE_NAMES = ("spectra", "embeddings", "held_out", "breakdown")
+
+
+def _check_output(out, force):
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
-            raise OutputExistsError(f"output folder {out} exists and is not empty; pass --force to overwrite it or choose another --out.")
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output {out} is a file, not a folder; choose another --out.")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"output folder {out} exists and is not empty; pass --force to overwrite it or choose another --out.")
+
+
+def _prepare_output(out, force):
+    """Create the output folder, or with ``force`` remove the files an earlier run wrote there."""
+    out = Path(out)
+    _check_output(out, force)
     out.mkdir(parents=True, exist_ok=True)
+    # A stale figure of an earlier run (a breakdown scan without a path now) must not remain.
+    stale = [out / name for name in OUTPUT_FILES] + [out / "figures" / f"{name}.png" for name in FIGURE_NAMES]
+    for path in stale:
+        if path.is_file():
+            path.unlink()
     return out
 
 
@@ -376,8 +388,8 @@ def run_compare(config, out, *, force=False, progress=None):
     ----------
     config : CompareConfig
     out : path-like
-        Output folder, created when missing. An existing non-empty folder is replaced only with
-        ``force=True``.
+        Output folder, created when missing. A non-empty folder is written to only with
+        ``force=True``, which replaces the files of an earlier run and keeps any other file.
     force : bool, default=False
     progress : bool, default=None
         Show progress bars; None shows them on a terminal for long runs.
@@ -400,8 +412,7 @@ def run_compare(config, out, *, force=False, progress=None):
     from . import results
 
     out_path = Path(out)
-    if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())) and not force:
-        raise OutputExistsError(f"output folder {out_path} exists and is not empty; pass --force to overwrite it or choose another --out.")
+    _check_output(out_path, force)
     timer = _Timer()
     with timer.stage("loading models and inputs"):
         prepared = prepare(config)

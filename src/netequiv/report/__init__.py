@@ -30,6 +30,7 @@ def write_report(out, metrics, transformation, observed_a, observed_b, prepared,
         figures["breakdown"] = ("Breakdown score along the path given in [inputs] breakdown_path; the transformation is invalid where the score exceeds 1.",
                                 breakdown_figure(scan.scores, 1.0, scan.first_index))
 
+    # The names are those of netequiv.compare.pipeline.FIGURE_NAMES, which --force replaces.
     folder = out / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     rendered = {}
