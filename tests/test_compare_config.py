@@ -350,3 +350,22 @@ def test_init_keeps_existing_file(tmp_path, caplog):
         assert main(["init", str(path)]) == 2
     assert "exists" in caplog.text
     assert path.read_text() == "# mine\n"
+
+
+def test_torchscript_hidden_layer_names_selection(project, caplog, monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(project))
+    nets = importlib.import_module("nets")
+    model = nets.tanh_net([1, 6, 1])
+    model.load_state_dict(torch.load(project / "network_1.pt", weights_only=True))
+    torch.jit.save(torch.jit.script(model), project / "scripted.pt")
+    monkeypatch.delitem(__import__("sys").modules, "nets")
+
+    code, log = check_config(project, config_text(model_a='path = "scripted.pt"\nselection = "act1:0-5"'), caplog)
+    assert code == 2
+    assert "[model_a] selection" in log
+    assert "TorchScript" in log
+
+    code, log = check_config(project, config_text(model_a='path = "scripted.pt"\nselection = "output"'), caplog)
+    assert code == 0, log

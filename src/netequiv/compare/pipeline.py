@@ -98,28 +98,46 @@ def _as_inputs(array, key):
     return array.astype(np.float64)
 
 
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _check_model_inputs(model, inputs, selection, section, inputs_key, domain_map=None):
-    """Run one forward pass: report inputs the model rejects and layers it lacks. Returns the labels."""
+    """Report inputs the model rejects, then layers and neurons it lacks; return the neuron labels.
+
+    A plain forward pass of two inputs comes first, so that an error there is attributed to the
+    inputs and an error of the selection (a missing layer, an index out of range, a layer that
+    cannot be observed) to the selection.
+    """
+    import torch
+
     from ..torch import NeuronSelection, resolve_selection
-    from ..torch._hooks import HookError
-    from ..torch.selection import LayerNotFoundError
+    from ..torch._hooks import as_module, evaluation_mode, to_tensor
+    from ..torch.activations import map_inputs
 
     key = f"[{section}] selection"
     try:
         parsed = NeuronSelection.parse(selection)
     except (ValueError, TypeError) as error:
         raise ConfigError([f"{key}: {selection!r} is invalid ({error})"]) from error
+
+    module = as_module(model)
     try:
-        resolved = resolve_selection(model, inputs[:2], parsed, domain_map=domain_map)
-    except (LayerNotFoundError, HookError, IndexError) as error:
-        raise ConfigError([f"{key}: {error}"]) from error
-    except (RuntimeError, ValueError, TypeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        with evaluation_mode(module), torch.no_grad():
+            module(map_inputs(to_tensor(inputs[:2], module), domain_map=domain_map))
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
         through = " after the domain map" if domain_map is not None else ""
         raise ConfigError([
             f"{inputs_key}: [{section}] rejects inputs of per-sample shape {tuple(inputs.shape[1:])}{through} "
-            f"({type(error).__name__}: {message}); give inputs of the shape the model expects."
+            f"({type(error).__name__}: {_first_line(error)}); give inputs of the shape the model expects."
         ]) from error
+
+    try:
+        resolved = resolve_selection(module, inputs[:2], parsed, domain_map=domain_map)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        # LayerNotFoundError and HookError are ValueError and RuntimeError subclasses.
+        raise ConfigError([f"{key}: {selection!r}: {error}"]) from error
     return resolved.labels
 
 
