@@ -85,12 +85,12 @@ def config_text(**sections):
         """,
         "neighbourhoods": """
             kind = "jacobian"
-            centres = 300
+            centres = 200
         """,
         "correspondence": """
             kind = "same-inputs"
             pairs = 4
-            held_out = 100
+            held_out = 60
         """,
         # Fewer permutations and refits than the defaults keep the tests fast; 49 permutations
         # still resolve p-values down to 0.02.
@@ -136,7 +136,7 @@ def test_valid_config_values(project):
     assert config.model_a.path == project / "network_1.pt"
     assert config.model_a.factory_kwargs == {"widths": [1, 6, 1]}
     assert config.inputs.dimension == 1
-    assert config.neighbourhoods.centres == 300
+    assert config.neighbourhoods.centres == 200
     assert config.correspondence.pairs == 4
     assert config.diffusion_map == {}
 
@@ -146,7 +146,7 @@ def test_valid_config_values(project):
     [
         ("model_a", 'path = "network_1.pt"\nfactory = "nets.py:tanh_net"\nfactory_kwargs = { widths = [1, 6, 1] }\nselecton = "act1"',
          ["[model_a] selecton", "did you mean 'selection'"]),
-        ("neighbourhoods", 'kind = "jacobian"\ncentres = 300\nradious = 0.1', ["[neighbourhoods] radious", "'radius'"]),
+        ("neighbourhoods", 'kind = "jacobian"\ncentres = 200\nradious = 0.1', ["[neighbourhoods] radious", "'radius'"]),
         ("diffusion_map", "n_neighbours = 10", ["[diffusion_map] n_neighbours", "'n_neighbors'"]),
     ],
 )
@@ -183,9 +183,9 @@ def test_missing_section_reported(project, caplog):
     ("body", "key"),
     [
         ('kind = "jacobian"\ncentres = "many"', "[neighbourhoods] centres"),
-        ('kind = "sphere"\ncentres = 300', "[neighbourhoods] kind"),
-        ('kind = "ball"\ncentres = 300', "[neighbourhoods] radius"),
-        ('kind = "sequence"\ncentres = 300', "[neighbourhoods] window"),
+        ('kind = "sphere"\ncentres = 200', "[neighbourhoods] kind"),
+        ('kind = "ball"\ncentres = 200', "[neighbourhoods] radius"),
+        ('kind = "sequence"\ncentres = 200', "[neighbourhoods] window"),
     ],
 )
 def test_invalid_value_names_key(project, caplog, body, key):
@@ -195,7 +195,7 @@ def test_invalid_value_names_key(project, caplog, body, key):
 
 
 def test_all_problems_reported_together(project, caplog):
-    text = config_text(neighbourhoods='kind = "sphere"\ncentres = 300', correspondence='kind = "same-inputs"\npairs = 0')
+    text = config_text(neighbourhoods='kind = "sphere"\ncentres = 200', correspondence='kind = "same-inputs"\npairs = 0')
     code, log = check_config(project, text, caplog)
     assert code == 2
     assert "[neighbourhoods] kind" in log
@@ -211,11 +211,11 @@ def test_sampler_and_file_exclusive(project, caplog):
 
 
 def test_too_few_inputs_names_n_samples(project, caplog):
-    inputs = 'sampler = "box"\nlow = [-1.0]\nhigh = [1.0]\nn_samples = 350'
+    inputs = 'sampler = "box"\nlow = [-1.0]\nhigh = [1.0]\nn_samples = 250'
     code, log = check_config(project, config_text(inputs=inputs), caplog)
     assert code == 2
     assert "[inputs] n_samples" in log
-    assert "300 + 100" in log
+    assert "200 + 60" in log
 
 
 def test_input_shape_mismatch_names_file(project, caplog):
@@ -265,7 +265,7 @@ def test_state_dict_shape_mismatch(project, caplog):
 
 
 def test_domain_map_not_importable(project, caplog):
-    correspondence = 'kind = "domain-map"\ndomain_map = "no_such_module_xyz:f"\npairs = 4\nheld_out = 100'
+    correspondence = 'kind = "domain-map"\ndomain_map = "no_such_module_xyz:f"\npairs = 4\nheld_out = 60'
     code, log = check_config(project, config_text(correspondence=correspondence), caplog)
     assert code == 2
     assert "[correspondence] domain_map" in log
@@ -273,7 +273,7 @@ def test_domain_map_not_importable(project, caplog):
 
 
 def test_domain_map_from_file_passes(project, caplog):
-    correspondence = 'kind = "domain-map"\ndomain_map = "nets.py:stretch"\npairs = 4\nheld_out = 100'
+    correspondence = 'kind = "domain-map"\ndomain_map = "nets.py:stretch"\npairs = 4\nheld_out = 60'
     code, log = check_config(project, config_text(correspondence=correspondence), caplog)
     assert code == 0, log
 
@@ -290,7 +290,7 @@ def test_index_file_out_of_range(project, caplog):
     np.save(project / "inputs.npy", np.linspace(-1, 1, 500)[:, None])
     np.save(project / "pairs.npy", np.stack([np.arange(200), np.arange(200) + 400], axis=1))
     inputs = 'file = "inputs.npy"\nfile_b = "inputs.npy"\ndimension = 1'
-    correspondence = 'kind = "index-file"\nindex_file = "pairs.npy"\npairs = 4\nheld_out = 100'
+    correspondence = 'kind = "index-file"\nindex_file = "pairs.npy"\npairs = 4\nheld_out = 60'
     code, log = check_config(project, config_text(inputs=inputs, correspondence=correspondence), caplog)
     assert code == 2
     assert "[correspondence] index_file" in log
