@@ -369,3 +369,21 @@ def test_torchscript_hidden_layer_names_selection(project, caplog, monkeypatch):
 
     code, log = check_config(project, config_text(model_a='path = "scripted.pt"\nselection = "output"'), caplog)
     assert code == 0, log
+
+
+@pytest.mark.parametrize(
+    ("test_section", "correspondence", "key"),
+    [
+        ("alpha = 0.01\nn_permutations = 49", None, "[test] n_permutations"),
+        (None, 'kind = "same-inputs"\npairs = 4\nheld_out = 3', "[correspondence] held_out"),
+    ],
+)
+def test_unreachable_alpha_names_key(project, caplog, test_section, correspondence, key):
+    sections = {}
+    if test_section is not None:
+        sections["test"] = test_section
+    if correspondence is not None:
+        sections["correspondence"] = correspondence
+    code, log = check_config(project, config_text(**sections), caplog)
+    assert code == 2
+    assert key in log

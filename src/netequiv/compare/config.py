@@ -12,6 +12,7 @@ is allowed, and logged, so that a shared config does not read files silently fro
 
 import difflib
 import logging
+import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -522,12 +523,26 @@ def _read_test(reader):
 
 
 def _check_held_out(reader, correspondence, test):
-    from ..transformation import _min_held_out_pairs
-
-    needed = _min_held_out_pairs(test["alpha"])
+    """Record settings under which the permutation tests can never reach alpha."""
+    alpha = test["alpha"]
+    # The permutation p-value is (1 + #{null <= observed}) / (1 + n_permutations), at least
+    # 1 / (1 + n_permutations).
+    if 1.0 / (1 + test["n_permutations"]) > alpha:
+        needed = math.ceil(1.0 / alpha - 1.0)
+        reader.problem(
+            "[test] n_permutations",
+            f"{test['n_permutations']} permutations give p-values of at least "
+            f"1/{test['n_permutations'] + 1}, above alpha = {alpha}, so no network pair could pass; "
+            f"use at least {needed}.",
+        )
+    # h held-out pairs have h! orderings, so a shuffled pairing matches by chance with
+    # probability 1/h!; the equivalence test needs that to be at most alpha, and h >= 3.
+    needed = 3
+    while 1.0 / math.factorial(needed) > alpha:
+        needed += 1
     if correspondence.held_out < needed:
         reader.problem(
             "[correspondence] held_out",
             f"{correspondence.held_out} held-out pairs cannot give a permutation p-value of "
-            f"alpha = {test['alpha']} or less; hold out at least {needed} (100 or more for stable errors).",
+            f"alpha = {alpha} or less; hold out at least {needed} (100 or more for stable errors).",
         )
