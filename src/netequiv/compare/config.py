@@ -134,7 +134,13 @@ class NeighbourhoodConfig:
 
 @dataclass(frozen=True)
 class CorrespondenceConfig:
-    """Correspondence settings: which inputs of model A match which of model B (``[correspondence]``)."""
+    """Correspondence settings: which inputs of model A match which of model B (``[correspondence]``).
+
+    With ``"index-file"`` each network's local metric is taken in its own input space, so the
+    comparison assumes that both input spaces measure distances alike (the same kind of data in
+    another order, for example). A known map between the input spaces belongs in ``domain_map``,
+    which pulls model B's metric back to model A's inputs.
+    """
 
     kind: str = "same-inputs"
     index_file: Path | None = None

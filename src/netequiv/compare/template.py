@@ -45,6 +45,8 @@ centres = 500                 # inputs the diffusion maps are built on
 [correspondence]
 kind = "same-inputs"          # "same-inputs", "index-file" or "domain-map"
 # index_file = "pairs.npy"    # index-file: integer array (p, 2), rows (row of A's file, row of B's file_b)
+#                             # Each network's metric is then taken in its own input space, so the two
+#                             # spaces must measure distances alike; otherwise give a domain map.
 # domain_map = "package.module:function"   # domain-map: torch function from A's inputs to B's
 pairs = 4                     # corresponding pairs that fix the orthogonal alignment
 held_out = 200                # corresponding pairs held out to test the transformation
