@@ -106,9 +106,9 @@ def _first_line(error):
 def _check_model_inputs(model, inputs, selection, section, inputs_key, domain_map=None):
     """Report inputs the model rejects, then layers and neurons it lacks; return the neuron labels.
 
-    A plain forward pass of two inputs comes first, so that an error there is attributed to the
-    inputs and an error of the selection (a missing layer, an index out of range, a layer that
-    cannot be observed) to the selection.
+    A plain forward pass of two inputs comes first, and an error there is reported against the
+    inputs. An error while resolving the selection (a missing layer, an index out of range, a
+    layer that cannot be observed) is then reported against the selection.
     """
     import torch
 
