@@ -83,3 +83,27 @@ def test_init_default_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["init", "-q"]) == 0
     assert (tmp_path / "netequiv.toml").read_text().startswith("# netequiv compare configuration")
+
+
+def test_inspect_example_from_file(tmp_path, capsys):
+    import numpy as np
+
+    write_models(tmp_path)
+    np.save(tmp_path / "inputs.npy", np.zeros((4, 1)))
+    code = main([
+        "inspect", str(tmp_path / "network_2.pt"), "--factory", str(tmp_path / "nets.py") + ":tanh_net",
+        "--factory-kwargs", '{"widths": [1, 6, 1]}', "--inputs", str(tmp_path / "inputs.npy"),
+    ])
+    assert code == 0
+    assert "act1" in capsys.readouterr().out
+
+
+def test_inspect_invalid_factory_kwargs(tmp_path, caplog):
+    write_models(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="netequiv"):
+        code = main([
+            "inspect", str(tmp_path / "network_1.pt"), "--factory", str(tmp_path / "nets.py") + ":tanh_net",
+            "--factory-kwargs", "widths=[1, 6, 1]", "--input-shape", "1",
+        ])
+    assert code == 2
+    assert "--factory-kwargs" in caplog.text

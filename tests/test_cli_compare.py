@@ -138,6 +138,18 @@ def test_apply_matches_transform(equivalent_run, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "a2.npy"), inverse)
 
 
+def test_apply_reads_npz_key(equivalent_run, tmp_path):
+    from netequiv.transformation import NetworkTransformation
+
+    _, _, out = equivalent_run
+    transformation = NetworkTransformation.load(out / "transformation.npz")
+    Y_b = transformation.transform(transformation.diffusion_map_1_.X_fit_[:10])
+    np.savez(tmp_path / "activations.npz", other=np.zeros(3), model_b=Y_b)
+    code = main(["apply", str(out), str(tmp_path / "activations.npz"), "--key", "model_b", "--inverse", "-o", str(tmp_path / "a.npy"), "-q"])
+    assert code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), transformation.inverse_transform(Y_b))
+
+
 def test_apply_rejects_wrong_width(equivalent_run, tmp_path, caplog):
     _, _, out = equivalent_run
     np.save(tmp_path / "a.npy", np.zeros((5, 4)))
