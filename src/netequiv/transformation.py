@@ -285,7 +285,7 @@ def _relative_rmse(predicted, actual, spread):
 
 
 def _laplacian_spectrum(dmap, n_values):
-    """Laplace-Beltrami estimates of the ``n_values`` leading non-trivial eigenvalues.
+    """Estimate the Laplace-Beltrami eigenvalues of the ``n_values`` leading non-trivial eigenvectors.
 
     Uses the estimator's own conversion mu = -c ln(a), with c recovered from its kept
     coordinates, so that this function does not restate the bandwidth convention.
@@ -334,7 +334,10 @@ class _ClippedInverse:
 
 
 def _conditioning(jacobians, inverse_covariances, path, n_path, rank, name):
-    """Smallest singular value of the Jacobian along a path, relative to its median there."""
+    """Compute the smallest singular value of the Jacobian along a path, over its median there.
+
+    Returns None when neither Jacobians, metrics nor the path are given.
+    """
     if jacobians is not None:
         jacobians = np.asarray(jacobians, dtype=float)
         if jacobians.ndim != 3 or jacobians.shape[0] != n_path:
@@ -343,18 +346,30 @@ def _conditioning(jacobians, inverse_covariances, path, n_path, rank, name):
                 "one Jacobian per point of the path."
             )
         singular_values = np.linalg.svd(jacobians, compute_uv=False)
-        column = (rank if rank is not None else singular_values.shape[1]) - 1
-        smallest = singular_values[:, column]
+        n_values = singular_values.shape[1]
+        if rank is not None and not 1 <= rank <= n_values:
+            raise ValueError(
+                f"rank={rank} is invalid for jacobians_{name} of shape {jacobians.shape}; expected "
+                f"the manifold dimension, between 1 and {n_values}."
+            )
+        smallest = singular_values[:, (rank if rank is not None else n_values) - 1]
     elif inverse_covariances is not None:
         C = np.asarray(inverse_covariances, dtype=float)
         if C.ndim != 3 or C.shape[0] != n_path or C.shape[1] != C.shape[2]:
             raise ValueError(
                 f"inverse_covariances_{name} has shape {C.shape}; expected ({n_path}, m, m)."
             )
+        eigenvalues = np.linalg.eigvalsh(0.5 * (C + np.swapaxes(C, 1, 2)))
+        largest = np.maximum(eigenvalues[:, -1], 0.0)
         # C = pinv(J J^T) has eigenvalues 1 / s_k^2, so its largest is set by the smallest s_k.
-        largest = np.linalg.eigvalsh(0.5 * (C + np.swapaxes(C, 1, 2)))[:, -1]
         with np.errstate(divide="ignore"):
-            smallest = np.where(largest > 0.0, 1.0 / np.sqrt(np.maximum(largest, 0.0)), 0.0)
+            smallest = np.where(largest > 0.0, 1.0 / np.sqrt(largest), 0.0)
+        # A metric of lower rank than the others (or than `rank`) has lost a direction: a fold
+        # where the pseudo-inverse dropped the vanishing singular value instead of inverting it.
+        tolerance = C.shape[1] * np.finfo(float).eps * largest[:, None]
+        ranks = np.sum(eigenvalues > tolerance, axis=1)
+        expected = rank if rank is not None else int(np.median(ranks))
+        smallest[ranks < expected] = 0.0
     elif path is not None:
         # Speed along the path: the Jacobian's singular value in the path direction, provided
         # the path is sampled at equal steps of the input.
@@ -376,7 +391,7 @@ def _first(mask):
 
 
 def _first_minimum(values, mask):
-    """Index of the smallest value in the first run of consecutive True entries of mask."""
+    """Return the index of the smallest value in the first run of True entries of mask."""
     start = _first(mask)
     if start is None:
         return None
@@ -597,7 +612,7 @@ n_eigenvectors, eigen_solver, eigen_tol, n_candidates, n_jobs, random_state
                 phi, psi, groups, proper=self.proper_rotation, random_state=self.random_state
             )
 
-        # Step 3: the inverse maps psi^-1 and phi^-1, by interpolation.
+        # Step 3: the inverse maps psi^-1 and phi^-1 by interpolation, and the error scales.
         self._set_fitted_state(alignment, pairs)
         return self
 
@@ -1018,17 +1033,17 @@ n_eigenvectors, eigen_solver, eigen_tol, n_candidates, n_jobs, random_state
           conditioning of each network is the smallest singular value of its Jacobian,
           relative to its median along the path, computed from (in this order of preference)
           ``jacobians_k``, ``inverse_covariances_k`` (the largest eigenvalue of
-          C = pinv(J J^T) is ``1 / s_min^2``), or the speed along ``Y1_path`` / ``Y2_path``
-          (which assumes the path takes equal steps in the input). A fold is where it falls
-          below ``fold_tol``.
+          C = pinv(J J^T) is ``1 / s_min^2``, and a metric of lower rank than expected counts
+          as 0), or the speed along ``Y1_path`` / ``Y2_path`` (which assumes the path takes
+          equal steps in the input). A fold is where it falls below ``fold_tol``.
         - **Round trip.** ``|T^-1(T(y)) - y|`` relative to the network-1 spread. Beyond the
           training domain the Nystrom extension and the interpolation no longer reproduce the
           point (and return NaN, counted as infinite, once the kernel weights vanish). Inside
           it, the error is near zero except in a thin layer at the domain's boundary, where
-          the diffusion coordinates are flat and inverting them is ill-conditioned (errors of
-          10-20% occur there). So the round trip breaks where its error exceeds, by more than
-          ``round_trip_tol``, the largest round-trip error of the point's 10 nearest network-1
-          training points.
+          the diffusion coordinates are flat and inverting them is ill-conditioned (on the
+          segments of the tests, 10-20% of the spread). So the round trip breaks where its
+          error exceeds, by more than ``round_trip_tol``, the largest round-trip error of the
+          point's 10 nearest network-1 training points.
 
         Parameters
         ----------
@@ -1043,8 +1058,9 @@ n_eigenvectors, eigen_solver, eigen_tol, n_candidates, n_jobs, random_state
         inverse_covariances_2 : array-like of shape (n_path, m2, m2), default=None
         jacobians_2 : array-like of shape (n_path, m2, d), default=None
         rank : int, default=None
-            Which singular value of the Jacobians is the smallest one that should be non-zero
-            (the manifold dimension d); None uses the Jacobians' column count.
+            The manifold dimension d: the Jacobians' d-th singular value is the one that must
+            not vanish, and every metric should have rank d. None uses the Jacobians' column
+            count and the median rank of the metrics along the path.
         fold_tol : float, default=0.1
             A conditioning below this marks a fold.
         round_trip_tol : float, default=0.05
