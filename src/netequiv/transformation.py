@@ -194,7 +194,7 @@ class EquivalenceResult:
 
 @dataclass(frozen=True)
 class BreakdownResult:
-    """Where a transformation stops being valid along a path; see :meth:`NetworkTransformation.breakdown`.
+    """Per-point validity scores of a transformation along a path; see :meth:`NetworkTransformation.breakdown`.
 
     Attributes
     ----------
@@ -401,7 +401,7 @@ def _first_minimum(values, mask):
 
 
 def _min_held_out_pairs(alpha):
-    """Fewest held-out pairs whose permutations can give a p-value of at most alpha.
+    """Return the minimum number of held-out pairs whose permutations can give p <= alpha.
 
     A random permutation of n pairs is the identity with probability 1 / n!, which bounds the
     p-value from below; n is the smallest with 1 / n! <= alpha / 2, leaving room for the
@@ -794,7 +794,7 @@ n_eigenvectors, eigen_solver, eigen_tol, n_candidates, n_jobs, random_state
             subsets of a fraction f of its points. The variance of ``ln mu_k`` over the refits,
             times ``f / (1 - f)``, estimates the variance at the full sample size. The null
             hypothesis is that both spectra are equal, so ``z_k = (ln mu1_k - ln mu2_k) / se_k``
-            is standard normal; the p-value is the Bonferroni-corrected two-sided normal
+            is standard normal. The p-value is the Bonferroni-corrected two-sided normal
             p-value of the largest ``|z_k|``. The spectra disagree when p <= alpha *and* the
             statistic exceeds ``spectrum_tol``: a difference must be both beyond sampling noise
             and beyond the tolerance, because the estimates carry a bias of their own that
@@ -837,7 +837,8 @@ n_eigenvectors, eigen_solver, eigen_tol, n_candidates, n_jobs, random_state
         n_permutations : int, default=999
             Permutations in the null distributions of (b) and (c).
         n_subsamples : int, default=10
-            Refits of each diffusion map for the standard errors of (a).
+            Refits of each diffusion map for the standard errors of (a). These 2 x
+            ``n_subsamples`` fits dominate the cost of the test.
         subsample_fraction : float, default=0.5
             Fraction f of the training points in each refit.
         random_state : int, RandomState instance or None, default=None
@@ -938,7 +939,8 @@ n_eigenvectors, eigen_solver, eigen_tol, n_candidates, n_jobs, random_state
         deviations = (refits_1 - refits_1.mean(axis=0)) - (refits_2 - refits_2.mean(axis=0))
         null_statistics = np.max(np.abs(deviations), axis=1) * np.sqrt(scale)
 
-        passed = bool(statistic <= tolerance or p_value > alpha)
+        # Non-finite eigenvalue estimates (an eigenvalue of 0 or below) count against equivalence.
+        passed = bool(np.isfinite(statistic) and (statistic <= tolerance or p_value > alpha))
         criterion = Criterion(
             name="spectrum",
             statistic=statistic,
