@@ -50,3 +50,23 @@ def test_example_passes_check(workspace, name, caplog):
         code = main(["compare", str(workspace / "examples" / name), "--check"])
     assert code == 0, caplog.text
     assert "is valid" in caplog.text
+
+
+@pytest.mark.slow
+def test_examples_give_documented_verdicts(tmp_path, monkeypatch):
+    """Train the parabola and other-task networks, then run both 1-d examples (about a minute)."""
+    import json
+    import runpy
+    import sys
+
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "parabola", "--preset", "quick", "--quiet"]) == 0
+    monkeypatch.setattr(sys, "argv", ["train_other_task.py"])
+    runpy.run_path(str(tmp_path / "examples" / "train_other_task.py"), run_name="__main__")
+
+    for name, equivalent in (("parabola", True), ("other_task", False)):
+        out = tmp_path / f"compare-{name}"
+        assert main(["compare", f"examples/{name}.toml", "--out", str(out), "--quiet"]) == 0
+        verdict = json.loads((out / "metrics.json").read_text())["verdict"]
+        assert verdict["equivalent"] is equivalent, verdict["sentence"]
