@@ -387,3 +387,20 @@ def test_unreachable_alpha_names_key(project, caplog, test_section, corresponden
     code, log = check_config(project, config_text(**sections), caplog)
     assert code == 2
     assert key in log
+
+
+def test_metrics_in_chunks_match_one_pass(project, monkeypatch):
+    from netequiv.compare import pipeline
+
+    path = project / "compare.toml"
+    path.write_text(config_text())
+    prepared = pipeline.prepare(load_config(path))
+    inputs = prepared.inputs_a[:100]
+    whole, rank, _ = pipeline._chunked_metrics(prepared, "a", inputs, None, 6, False, None)
+    # One value a chunk forces the smallest chunks, 16 points each.
+    monkeypatch.setattr(pipeline, "CHUNK_VALUES", 1)
+    chunked, chunked_rank, jacobians = pipeline._chunked_metrics(prepared, "a", inputs, None, 6, False, None, keep_jacobians=True)
+    assert rank == 1
+    assert chunked_rank == 1
+    np.testing.assert_allclose(chunked, whole)
+    assert jacobians.shape == (100, 6, 1)

@@ -9,6 +9,7 @@ tests it on held-out correspondences, and writes the output folder.
 
 import json
 import logging
+import math
 from contextlib import contextmanager
 import time
 from dataclasses import dataclass
@@ -336,13 +337,10 @@ def _observe(prepared, side, rank, progress, rng):
         C_all = metric_from_sequence(Y_all, config.neighbourhoods.window, rank=rank)
         result = Observations(Y=Y_all[train], C=C_all[train], Y_test=Y_all[test], C_test=C_all[test])
     else:
-        raw = _raw_neighbourhoods(prepared, side, inputs[train], progress, rng)
-        rank = rank or estimate_rank(_spectra(kind, raw))
-        raw_test = _raw_neighbourhoods(prepared, side, inputs[test], progress, rng)
-        result = Observations(
-            Y=observe(inputs[train]), C=_metrics(kind, raw, rank),
-            Y_test=observe(inputs[test]), C_test=_metrics(kind, raw_test, rank),
-        )
+        n_neurons = len(prepared.labels_a if side == "a" else prepared.labels_b)
+        C, rank, _ = _chunked_metrics(prepared, side, inputs[train], rank, n_neurons, progress, rng)
+        C_test, _, _ = _chunked_metrics(prepared, side, inputs[test], rank, n_neurons, progress, rng)
+        result = Observations(Y=observe(inputs[train]), C=C, Y_test=observe(inputs[test]), C_test=C_test)
 
     if prepared.breakdown_inputs is not None:
         path = prepared.breakdown_inputs
@@ -350,11 +348,42 @@ def _observe(prepared, side, rank, progress, rng):
         if kind == "sequence":
             result.C_path = metric_from_sequence(result.Y_path, min(config.neighbourhoods.window, len(path)), rank=rank)
         else:
-            raw_path = _raw_neighbourhoods(prepared, side, path, progress, rng)
-            result.C_path = _metrics(kind, raw_path, rank)
-            if kind == "jacobian":
-                result.J_path = raw_path
+            n_neurons = result.Y_path.shape[1]
+            keep = kind == "jacobian"
+            result.C_path, _, result.J_path = _chunked_metrics(prepared, side, path, rank, n_neurons, progress, rng, keep_jacobians=keep)
     return result, rank
+
+
+# Float64 values of raw neighbourhoods (Jacobians or clouds) held at a time: 2**24 is 128 MiB.
+CHUNK_VALUES = 2**24
+
+
+def _chunked_metrics(prepared, side, inputs, rank, n_neurons, progress, rng, keep_jacobians=False):
+    """Compute local metrics chunk by chunk, so that Jacobians of large inputs fit in memory.
+
+    A Jacobian has m x D entries (D input values, which for images are many), but the metric
+    only m x m. When ``rank`` is None it is estimated from the first chunk; the inputs come in
+    random order, so that chunk is a random sample.
+
+    Returns
+    -------
+    inverse_covariances : ndarray of shape (n, m, m)
+    rank : int
+    jacobians : ndarray of shape (n, m, D) or None
+        Only with ``keep_jacobians``.
+    """
+    settings = prepared.config.neighbourhoods
+    per_point = n_neurons * (math.prod(inputs.shape[1:]) if settings.kind == "jacobian" else settings.points)
+    size = int(np.clip(CHUNK_VALUES // max(per_point, 1), 16, 8192))
+    metrics, kept = [], []
+    for start in range(0, len(inputs), size):
+        raw = _raw_neighbourhoods(prepared, side, inputs[start : start + size], progress, rng)
+        if rank is None:
+            rank = estimate_rank(_spectra(settings.kind, raw))
+        metrics.append(_metrics(settings.kind, raw, rank))
+        if keep_jacobians:
+            kept.append(raw)
+    return np.concatenate(metrics), rank, (np.concatenate(kept) if keep_jacobians else None)
 
 
 class _Timer:
