@@ -404,3 +404,12 @@ def test_metrics_in_chunks_match_one_pass(project, monkeypatch):
     assert chunked_rank == 1
     np.testing.assert_allclose(chunked, whole)
     assert jacobians.shape == (100, 6, 1)
+
+
+def test_dimension_above_neurons(project, caplog):
+    inputs = 'sampler = "box"\nlow = [-1.0]\nhigh = [1.0]\nn_samples = 500\ndimension = 2'
+    model_a = 'path = "network_1.pt"\nfactory = "nets.py:tanh_net"\nfactory_kwargs = { widths = [1, 6, 1] }\nselection = "act1:0"'
+    code, log = check_config(project, config_text(inputs=inputs, model_a=model_a), caplog)
+    assert code == 2
+    assert "[inputs] dimension" in log
+    assert "[model_a] selection" in log

@@ -231,6 +231,15 @@ def prepare(config):
     labels_a = _check_model_inputs(model_a, inputs_a, config.model_a.selection, "model_a", inputs_key)
     labels_b = _check_model_inputs(model_b, inputs_b, config.model_b.selection, "model_b", inputs_key_b, domain_map)
 
+    dimension = inputs.dimension
+    for section, labels in (("model_a", labels_a), ("model_b", labels_b)):
+        if dimension is not None and dimension > len(labels):
+            raise ConfigError([
+                f"[inputs] dimension: d = {dimension} exceeds the {len(labels)} neuron(s) that "
+                f"[{section}] selection selects, which can then not embed the inputs; select at "
+                f"least d (2d + 1 = {2 * dimension + 1} suffice for generic neurons) or lower d."
+            ])
+
     breakdown_inputs = None
     if inputs.breakdown_path is not None:
         key = "[inputs] breakdown_path"
