@@ -1,5 +1,6 @@
 """Shared parts of the experiments: small tanh networks, their training, timing and output files."""
 
+import dataclasses
 import json
 import logging
 import platform
@@ -12,14 +13,19 @@ import numpy as np
 logger = logging.getLogger("netequiv.experiments")
 
 
-def mlp(widths, activation="tanh"):
+def mlp(widths, activation="tanh", seed=None):
     """A fully connected network with the given layer widths, tanh hidden layers, linear output.
 
     Hidden layers are named ``fc1``, ``fc2``, ... and their activations ``act1``, ``act2``, ...,
-    so that a selection such as ``"act2:0-4"`` picks the second hidden layer after tanh.
+    so that a selection such as ``"act2:0-4"`` picks the second hidden layer after tanh. With
+    ``seed``, the initial weights depend on it alone, not on torch's global random state.
     """
     import torch
 
+    if seed is not None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return mlp(widths, activation)
     layers = []
     for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         layers.append((f"fc{index}", torch.nn.Linear(width_in, width_out)))
@@ -37,9 +43,23 @@ def train_regression(model, X, y, X_val, y_val, *, epochs, batch_size, learning_
     float32 and returned in float64, ready for Jacobians that finite differences can check.
     """
     import torch
-    from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
+    # Networks this small train fastest on one thread; more threads only contend for the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, train_mse, val_mse = _train(model, X, y, X_val, y_val, epochs, batch_size, learning_rate, seed, progress, name)
+    finally:
+        torch.set_num_threads(threads)
+    logger.info("%s trained: training MSE %.2e, validation MSE %.2e", name, train_mse, val_mse)
+    return model, train_mse, val_mse
+
+
+def _train(model, X, y, X_val, y_val, epochs, batch_size, learning_rate, seed, progress, name):
+    import torch
+    from tqdm.auto import tqdm
+
     model = model.float()
     X_t = torch.as_tensor(X, dtype=torch.float32)
     y_t = torch.as_tensor(y, dtype=torch.float32)
@@ -47,7 +67,7 @@ def train_regression(model, X, y, X_val, y_val, *, epochs, batch_size, learning_
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     generator = torch.Generator().manual_seed(seed)
     n = len(X_t)
-    bar = tqdm(range(epochs), desc=f"training {name}", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=f"training {name}", disable=not progress, leave=False, mininterval=1.0)
     for _ in bar:
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):
@@ -62,7 +82,6 @@ def train_regression(model, X, y, X_val, y_val, *, epochs, batch_size, learning_
     with torch.no_grad():
         train_mse = float(torch.mean((model(torch.as_tensor(X, dtype=torch.float64)) - torch.as_tensor(y)) ** 2))
         val_mse = float(torch.mean((model(torch.as_tensor(X_val, dtype=torch.float64)) - torch.as_tensor(y_val)) ** 2))
-    logger.info("%s trained: training MSE %.2e, validation MSE %.2e", name, train_mse, val_mse)
     return model, train_mse, val_mse
 
 
@@ -106,6 +125,8 @@ def relative_rmse(predicted, true):
 
 
 def _jsonable(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable({item.name: getattr(value, item.name) for item in dataclasses.fields(value)})
     if isinstance(value, dict):
         return {str(key): _jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -156,6 +177,7 @@ def new_figure(n_columns=1, n_rows=1, width=4.2, height=3.4, **kwargs):
 
 def save_figure(figure, out, name):
     """Save a matplotlib figure as ``out/name.png``."""
+    Path(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / f"{name}.png"
     figure.savefig(path, dpi=110)
     return path
