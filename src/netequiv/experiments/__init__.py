@@ -17,6 +17,7 @@ EXPERIMENTS = {
     "parabola": "netequiv.experiments.parabola",
     "different-inputs": "netequiv.experiments.different_inputs",
     "vector-fields": "netequiv.experiments.vector_fields",
+    "horse": "netequiv.experiments.horse",
 }
 
 
