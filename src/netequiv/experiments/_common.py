@@ -14,7 +14,7 @@ logger = logging.getLogger("netequiv.experiments")
 
 
 def mlp(widths, activation="tanh", seed=None):
-    """A fully connected network with the given layer widths, tanh hidden layers, linear output.
+    """Build a fully connected network with the given layer widths, tanh hidden layers, linear output.
 
     Hidden layers are named ``fc1``, ``fc2``, ... and their activations ``act1``, ``act2``, ...,
     so that a selection such as ``"act2:0-4"`` picks the second hidden layer after tanh. With
@@ -167,7 +167,7 @@ def write_outputs(out, experiment, preset, seed, metrics, summary_lines, models)
 
 
 def new_figure(n_columns=1, n_rows=1, width=4.2, height=3.4, **kwargs):
-    """A matplotlib figure and its axes, made without pyplot so that no global backend is set."""
+    """Create a matplotlib figure and its axes without pyplot, so that no global backend is set."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width * n_columns, height * n_rows), layout="constrained")
