@@ -28,17 +28,19 @@ Scale conventions
   operator is about exp((eps / (2 s)) Laplacian), so mu_k = -2 s ln(a_k) / eps.
 """
 
+import logging
 import numbers
 import warnings
 
 import numpy as np
 from scipy import linalg, sparse
-from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from .extension import INTERPOLATION_METHODS, Interpolator
 from .harmonics import local_linear_residuals, select_non_harmonic
@@ -59,8 +61,24 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 __all__ = ["MahalanobisDiffusionMap", "check_inverse_covariances"]
 
+logger = logging.getLogger("netequiv")
+
 # Problems up to this size use the dense eigensolver when eigen_solver="auto".
 DENSE_SOLVER_MAX_SAMPLES = 1000
+
+# mode="auto" fits every point up to this size and switches to landmarks above it.
+EXACT_MODE_MAX_SAMPLES = 200_000
+
+# Landmarks used when n_landmarks is None: this many, or every point when there are fewer.
+DEFAULT_N_LANDMARKS = 50_000
+
+# ARPACK multiplies in float32 when eigen_tol is at least this, because float32 round-off (about
+# 6e-8 relative) then stays below the requested accuracy.
+SINGLE_PRECISION_MIN_TOL = 1e-7
+
+# Lanczos basis size for ARPACK: 40 took the fewest seconds for 11 eigenpairs of a 100,000-point
+# kernel (benchmarks/dmap_scaling.py); 2 k + 1, scipy's default, needed 40% more products.
+ARPACK_MIN_NCV = 40
 
 
 def check_inverse_covariances(inverse_covariances, n_samples, n_features, name="inverse_covariances"):
@@ -114,17 +132,27 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
     eigen_solver : {"auto", "dense", "arpack"}, default="auto"
         "dense" uses LAPACK on the full matrix, "arpack" the sparse Lanczos solver. "auto" picks
         dense up to 1000 samples.
-    eigen_tol : float, default=1e-10
-        Relative accuracy of the ARPACK eigenvalues (0 means machine precision).
+    eigen_tol : float, default=1e-7
+        Relative accuracy of the ARPACK eigenpairs (0 means machine precision). From 1e-7 up,
+        ARPACK multiplies in float32 and the result is refined and checked in float64: a relative
+        residual ``|S v - a v| / |a|`` above ``10 * eigen_tol`` repeats the solve in float64, with
+        a warning.
     n_candidates : int, default=None
         Initial Euclidean candidates per point for the Mahalanobis neighbour search; see
         :func:`netequiv.kernels.mahalanobis_neighbors`.
     inverse_transform_method : {"nearest", "linear", "rbf"}, default="linear"
         Interpolation used by :meth:`inverse_transform`; see :mod:`netequiv.extension`.
+    mode : {"auto", "exact", "landmark"}, default="auto"
+        "exact" builds the kernel on every point. "landmark" builds it on ``n_landmarks`` points
+        drawn at random and extends the embedding to every point by the Nystrom formula of
+        :meth:`transform`. "auto" picks exact up to 200,000 samples and logs its choice to the
+        ``netequiv`` logger; ``mode_`` stores it.
+    n_landmarks : int, default=None
+        Landmarks in landmark mode; None uses 50,000 (every point when there are fewer).
     n_jobs : int, default=None
         Threads for the neighbour search.
     random_state : int, RandomState instance or None, default=None
-        Seeds the ARPACK start vector and the harmonic-removal subsample.
+        Seeds the ARPACK start vector, the landmark draw and the harmonic-removal subsample.
 
     Attributes
     ----------
@@ -138,6 +166,9 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         Laplace-Beltrami eigenvalue estimates mu_k; see the module docstring.
     all_eigenvalues_ : ndarray
         Every computed eigenvalue, the trivial one first.
+    eigen_residuals_ : ndarray
+        Relative residual ``|S v_k - a_k v_k| / |a_k|`` of each computed eigenpair of the
+        symmetric matrix S, in float64, in the order of ``all_eigenvalues_``.
     component_indices_ : ndarray of shape (n_components,)
         Positions of the kept coordinates among the non-trivial eigenvectors (0 is the first).
     harmonic_residuals_ : ndarray or None
@@ -148,7 +179,12 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
     n_neighbors_ : int
         The neighbour count used.
     kernel_row_sums_ : ndarray of shape (n_samples,)
-        P_i, the kernel density estimate at each training point.
+        P_i, the kernel density estimate at each training point. In landmark mode it sums the
+        kernel over landmarks only, so its scale is about n_landmarks / n_samples of the exact one.
+    mode_ : {"exact", "landmark"}
+        The mode used.
+    landmark_indices_ : ndarray or None
+        Rows of X used as landmarks, ascending; None in exact mode.
     n_features_in_ : int
 
     References
@@ -182,6 +218,8 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         "eigen_tol": [Interval(numbers.Real, 0, None, closed="left")],
         "n_candidates": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "inverse_transform_method": [StrOptions(set(INTERPOLATION_METHODS))],
+        "mode": [StrOptions({"auto", "exact", "landmark"})],
+        "n_landmarks": [Interval(numbers.Integral, 3, None, closed="left"), None],
         "n_jobs": [numbers.Integral, None],
         "random_state": ["random_state"],
     }
@@ -197,9 +235,11 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         harmonic_threshold=0.1,
         n_eigenvectors=None,
         eigen_solver="auto",
-        eigen_tol=1e-10,
+        eigen_tol=1e-7,
         n_candidates=None,
         inverse_transform_method="linear",
+        mode="auto",
+        n_landmarks=None,
         n_jobs=None,
         random_state=None,
     ):
@@ -214,6 +254,8 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         self.eigen_tol = eigen_tol
         self.n_candidates = n_candidates
         self.inverse_transform_method = inverse_transform_method
+        self.mode = mode
+        self.n_landmarks = n_landmarks
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -248,46 +290,19 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         if inverse_covariances is not None:
             C = check_inverse_covariances(inverse_covariances, n, m)
 
-        # Step 1: neighbours, bandwidth and kernel.
-        k = min(self.n_neighbors, n)
-        self.tree_ = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
-        distances_sq, indices = mahalanobis_neighbors(
-            X, C, k, n_candidates=self.n_candidates, tree=self.tree_, n_jobs=self.n_jobs
-        )
-        check_connected(indices)
-        warn_duplicates(distances_sq)
-        if self.epsilon == "median":
-            neighbor = min(self.bandwidth_neighbor, k - 1)
-            if neighbor < self.bandwidth_neighbor:
-                warnings.warn(
-                    f"bandwidth_neighbor={self.bandwidth_neighbor} is not below the neighbour count "
-                    f"{k}; using neighbour {neighbor} for the bandwidth.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            epsilon = median_bandwidth(distances_sq, neighbor)
+        mode = self._choose_mode(n)
+        if mode == "landmark":
+            landmarks = self._choose_landmarks(n, n_vectors)
+            X_graph = X[landmarks]
+            C_graph = None if C is None else C[landmarks]
         else:
-            epsilon = float(self.epsilon)
-        kernel = kernel_matrix(distances_sq, indices, epsilon)
+            landmarks = None
+            X_graph, C_graph = X, C
+        graph = self._fit_graph(X_graph, C_graph, n_vectors)
+        eigenvalues = graph["eigenvalues"]
+        epsilon = graph["epsilon"]
 
-        # Step 2: alpha = 1 normalisation removes the sampling density.
-        row_sums = np.asarray(kernel.sum(axis=1)).ravel()
-        inv_p = sparse.diags(1.0 / row_sums)
-        normalized = (inv_p @ kernel @ inv_p).tocsr()
-        q = np.asarray(normalized.sum(axis=1)).ravel()
-
-        # Step 3: symmetric conjugate S = Q^-1/2 W Q^-1/2 and its leading eigenpairs.
-        inv_sqrt_q = sparse.diags(1.0 / np.sqrt(q))
-        symmetric = (inv_sqrt_q @ normalized @ inv_sqrt_q).tocsr()
-        symmetric = 0.5 * (symmetric + symmetric.T)
-        eigenvalues, eigenvectors = self._eigenpairs(symmetric, n_vectors + 1)
-
-        # Step 4: phi = Q^-1/2 v, normalised to unit mean square over the manifold, signs fixed.
-        phi = eigenvectors / np.sqrt(q)[:, None] * np.sqrt(q.sum())
-        largest = np.argmax(np.abs(phi), axis=0)
-        phi *= np.sign(phi[largest, np.arange(phi.shape[1])])
-
-        nontrivial = phi[:, 1:]
+        nontrivial = graph["phi"][:, 1:]
         if self.remove_harmonics:
             residuals = local_linear_residuals(nontrivial, random_state=self.random_state)
             selected = select_non_harmonic(residuals, self.n_components, self.harmonic_threshold)
@@ -305,23 +320,124 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
             selected = np.arange(self.n_components)
             self.harmonic_residuals_ = None
 
+        self.mode_ = mode
         self.component_indices_ = selected
         self.all_eigenvalues_ = eigenvalues
+        self.eigen_residuals_ = graph["residuals"]
         self.eigenvalues_ = eigenvalues[1:][selected]
         self.rescaled_eigenvalues_ = self.eigenvalues_ ** (1.0 / (2.0 * epsilon))
         scale = 2.0 if C is not None else 1.0
         with np.errstate(divide="ignore"):
             self.laplacian_eigenvalues_ = -2.0 * scale * np.log(self.eigenvalues_) / epsilon
-        self.embedding_ = nontrivial[:, selected]
         self.epsilon_ = epsilon
-        self.n_neighbors_ = k
-        self.kernel_row_sums_ = row_sums
+        self.n_neighbors_ = graph["n_neighbors"]
         self.X_fit_ = X
         self.inverse_covariances_ = C
+        # The Nystrom extension of transform() reads these: every training point in exact mode,
+        # the landmarks in landmark mode.
+        self._graph_X = X_graph
+        self._graph_C = C_graph
+        self._graph_tree = graph["tree"]
+        self._graph_embedding = nontrivial[:, selected]
+        self._graph_row_sums = graph["row_sums"]
+
+        if mode == "landmark":
+            # Step 5 (landmark mode): extend the landmark embedding to every point by Nystrom.
+            self.landmark_indices_ = landmarks
+            self.tree_ = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
+            embedding, density = self._nystrom(X, C)
+            embedding[landmarks] = self._graph_embedding
+            density[landmarks] = self._graph_row_sums
+            self.embedding_ = embedding
+            self.kernel_row_sums_ = density
+        else:
+            self.landmark_indices_ = None
+            self.tree_ = graph["tree"]
+            self.embedding_ = self._graph_embedding
+            self.kernel_row_sums_ = graph["row_sums"]
         self.inverse_interpolator_ = Interpolator(method=self.inverse_transform_method).fit(
             self.embedding_, X
         )
         return self
+
+    def _choose_mode(self, n):
+        if self.mode != "auto":
+            return self.mode
+        mode = "exact" if n <= EXACT_MODE_MAX_SAMPLES else "landmark"
+        logger.info(
+            "MahalanobisDiffusionMap: mode='auto' chose %r for %d samples (landmarks above %d).",
+            mode,
+            n,
+            EXACT_MODE_MAX_SAMPLES,
+        )
+        return mode
+
+    def _choose_landmarks(self, n, n_vectors):
+        """Draw the landmark rows uniformly at random, sorted; alpha = 1 removes their density."""
+        n_landmarks = DEFAULT_N_LANDMARKS if self.n_landmarks is None else self.n_landmarks
+        n_landmarks = min(n, n_landmarks)
+        if n_landmarks < n_vectors + 2:
+            raise ValueError(
+                f"n_landmarks={n_landmarks} is too few for {n_vectors} embedding coordinate(s); at "
+                f"least {n_vectors + 2} are needed. Raise n_landmarks."
+            )
+        rng = check_random_state(self.random_state)
+        return np.sort(rng.choice(n, size=n_landmarks, replace=False))
+
+    def _fit_graph(self, X, C, n_vectors):
+        """Run steps 1 to 4 of the diffusion map on the points X with metrics C."""
+        n = X.shape[0]
+
+        # Step 1: neighbours, bandwidth and kernel.
+        k = min(self.n_neighbors, n)
+        tree = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
+        distances_sq, indices = mahalanobis_neighbors(
+            X, C, k, n_candidates=self.n_candidates, tree=tree, n_jobs=self.n_jobs
+        )
+        check_connected(indices)
+        warn_duplicates(distances_sq, stacklevel=4)
+        if self.epsilon == "median":
+            neighbor = min(self.bandwidth_neighbor, k - 1)
+            if neighbor < self.bandwidth_neighbor:
+                warnings.warn(
+                    f"bandwidth_neighbor={self.bandwidth_neighbor} is not below the neighbour count "
+                    f"{k}; using neighbour {neighbor} for the bandwidth.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            epsilon = median_bandwidth(distances_sq, neighbor)
+        else:
+            epsilon = float(self.epsilon)
+        kernel = kernel_matrix(distances_sq, indices, epsilon)
+        del distances_sq, indices
+
+        # Step 2: alpha = 1 normalisation removes the sampling density.
+        row_sums = np.asarray(kernel.sum(axis=1)).ravel()
+        inv_p = sparse.diags(1.0 / row_sums)
+        normalized = (inv_p @ kernel @ inv_p).tocsr()
+        del kernel
+        q = np.asarray(normalized.sum(axis=1)).ravel()
+
+        # Step 3: symmetric conjugate S = Q^-1/2 W Q^-1/2 and its leading eigenpairs.
+        inv_sqrt_q = sparse.diags(1.0 / np.sqrt(q))
+        symmetric = (inv_sqrt_q @ normalized @ inv_sqrt_q).tocsr()
+        del normalized
+        symmetric = (0.5 * (symmetric + symmetric.T)).tocsr()
+        eigenvalues, eigenvectors, residuals = self._eigenpairs(symmetric, n_vectors + 1)
+
+        # Step 4: phi = Q^-1/2 v, normalised to unit mean square over the manifold, signs fixed.
+        phi = eigenvectors / np.sqrt(q)[:, None] * np.sqrt(q.sum())
+        largest = np.argmax(np.abs(phi), axis=0)
+        phi *= np.sign(phi[largest, np.arange(phi.shape[1])])
+        return {
+            "tree": tree,
+            "epsilon": epsilon,
+            "n_neighbors": k,
+            "row_sums": row_sums,
+            "eigenvalues": eigenvalues,
+            "residuals": residuals,
+            "phi": phi,
+        }
 
     def fit_transform(self, X, y=None, inverse_covariances=None):
         """Compute the embedding of X and return it; see :meth:`fit`."""
@@ -335,6 +451,7 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         return max(3 * self.n_components, self.n_components + 6)
 
     def _eigenpairs(self, symmetric, n_eig):
+        """Return the n_eig largest eigenpairs of S, descending, and their relative residuals."""
         n = symmetric.shape[0]
         solver = self.eigen_solver
         if solver == "auto":
@@ -342,22 +459,54 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         if solver == "arpack" and n_eig >= n:
             solver = "dense"
         if solver == "arpack":
-            rng = check_random_state(self.random_state)
-            v0 = rng.uniform(-1.0, 1.0, size=n)
             try:
-                values, vectors = eigsh(symmetric, k=n_eig, which="LA", v0=v0, tol=self.eigen_tol)
+                values, vectors = self._arpack(symmetric, n_eig)
             except ArpackNoConvergence:
                 warnings.warn(
                     f"ARPACK did not converge for {n} samples; falling back to the dense solver, "
                     "which needs n x n memory.",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
                 solver = "dense"
         if solver == "dense":
             values, vectors = linalg.eigh(symmetric.toarray(), subset_by_index=[n - n_eig, n - 1])
         order = np.argsort(values)[::-1]
-        return values[order], vectors[:, order]
+        values, vectors = values[order], vectors[:, order]
+        return values, vectors, _relative_residuals(symmetric, values, vectors)
+
+    def _arpack(self, symmetric, n_eig):
+        """Run ARPACK (Lanczos) for the largest eigenvalues of S.
+
+        With ``eigen_tol >= SINGLE_PRECISION_MIN_TOL`` the products S v are computed in float32,
+        about twice as fast as float64, and the Ritz vectors are then refined by one float64
+        Rayleigh-Ritz step. When a float64 residual ``|S v - a v| / |a|`` still exceeds
+        ``10 * eigen_tol``, the solve is repeated in float64 with a warning.
+        """
+        n = symmetric.shape[0]
+        rng = check_random_state(self.random_state)
+        v0 = rng.uniform(-1.0, 1.0, size=n)
+        ncv = min(n, max(2 * n_eig + 1, ARPACK_MIN_NCV))
+        single = self.eigen_tol >= SINGLE_PRECISION_MIN_TOL
+        operator = _single_precision_operator(symmetric) if single else symmetric
+        # ARPACK's dense steps act on n x ncv blocks and are memory bound; one BLAS thread was 3x
+        # faster than two on a 2-core machine shared with other jobs, and no slower when idle.
+        with threadpool_limits(limits=1, user_api="blas"):
+            values, vectors = eigsh(operator, k=n_eig, which="LA", v0=v0, tol=self.eigen_tol, ncv=ncv)
+        if not single:
+            return values, vectors
+        values, vectors = _rayleigh_ritz(symmetric, vectors)
+        worst = float(_relative_residuals(symmetric, values, vectors).max())
+        if worst <= 10.0 * self.eigen_tol:
+            return values, vectors
+        warnings.warn(
+            f"the float32 ARPACK solve reached a relative residual of {worst:.1e}, above "
+            f"10 * eigen_tol = {10.0 * self.eigen_tol:.1e}; repeating it in float64.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+        with threadpool_limits(limits=1, user_api="blas"):
+            return eigsh(symmetric, k=n_eig, which="LA", v0=vectors.sum(axis=1), tol=self.eigen_tol, ncv=ncv)
 
     # ---------------------------------------------------------- transforms
 
@@ -367,7 +516,7 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         Each new point's kernel row k(y, y_j) to its training neighbours is normalised exactly as
         the training rows (alpha = 1, then to a Markov row m_j), and
         ``phi_k(y) = sum_j m_j phi_k(y_j) / a_k``. On a training point whose neighbour set is
-        unchanged this reproduces its embedding.
+        unchanged this reproduces its embedding. In landmark mode the neighbours are landmarks.
 
         Parameters
         ----------
@@ -390,19 +539,8 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
                 C_new = self.inverse_covariances_[nearest]
             else:
                 C_new = check_inverse_covariances(inverse_covariances, X.shape[0], X.shape[1])
-        distances_sq, indices = mahalanobis_neighbors(
-            self.X_fit_,
-            self.inverse_covariances_,
-            self.n_neighbors_,
-            Y_query=X,
-            inverse_covariances_query=C_new,
-            n_candidates=self.n_candidates,
-            tree=self.tree_,
-        )
-        kernel = np.exp(-distances_sq / (2.0 * self.epsilon_))
-        density = kernel.sum(axis=1, keepdims=True)
-        # A point far from every training point has a zero kernel row; nothing can be extended.
-        far = density[:, 0] == 0.0
+        embedding, density = self._nystrom(X, C_new)
+        far = density == 0.0
         if np.any(far):
             warnings.warn(
                 f"{far.sum()} new point(s) lie too far from every training point for the kernel "
@@ -410,12 +548,29 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            density[far] = 1.0
-        weights = kernel / (density * self.kernel_row_sums_[indices])
-        markov = weights / np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(float).tiny)
-        embedding = np.einsum("nk,nkl->nl", markov, self.embedding_[indices]) / self.eigenvalues_
-        embedding[far] = np.nan
         return embedding
+
+    def _nystrom(self, X, C_new):
+        """Extend the graph embedding to X; return it (NaN where the kernel row is zero) and P."""
+        distances_sq, indices = mahalanobis_neighbors(
+            self._graph_X,
+            self._graph_C,
+            self.n_neighbors_,
+            Y_query=X,
+            inverse_covariances_query=C_new,
+            n_candidates=self.n_candidates,
+            tree=self._graph_tree,
+        )
+        kernel = np.exp(-distances_sq / (2.0 * self.epsilon_))
+        del distances_sq
+        density = kernel.sum(axis=1)
+        # A point far from every training point has a zero kernel row; nothing can be extended.
+        far = density == 0.0
+        weights = kernel / (np.where(far, 1.0, density)[:, None] * self._graph_row_sums[indices])
+        markov = weights / np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(float).tiny)
+        embedding = np.einsum("nk,nkl->nl", markov, self._graph_embedding[indices]) / self.eigenvalues_
+        embedding[far] = np.nan
+        return embedding, density
 
     def inverse_transform(self, X):
         """Map embedding coordinates back to activations by interpolation.
@@ -439,3 +594,29 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
                 "coordinates."
             )
         return self.inverse_interpolator_.predict(X)
+
+
+def _single_precision_operator(matrix):
+    """Wrap a sparse matrix as a float64 operator whose products are computed in float32."""
+    matrix32 = matrix.astype(np.float32)
+
+    def matvec(x):
+        return (matrix32 @ x.astype(np.float32)).astype(np.float64)
+
+    return LinearOperator(matrix.shape, matvec=matvec, dtype=np.float64)
+
+
+def _rayleigh_ritz(symmetric, vectors):
+    """Refine approximate eigenvectors in float64 by the Rayleigh-Ritz method on their span."""
+    basis, _ = np.linalg.qr(vectors)
+    projected = basis.T @ (symmetric @ basis)
+    values, rotation = linalg.eigh(0.5 * (projected + projected.T))
+    return values, basis @ rotation
+
+
+def _relative_residuals(symmetric, values, vectors):
+    """Return ``|S v_k - a_k v_k| / |a_k|`` for each unit eigenvector v_k."""
+    residual = symmetric @ vectors - vectors * values
+    norms = np.linalg.norm(residual, axis=0) / np.linalg.norm(vectors, axis=0)
+    with np.errstate(divide="ignore"):
+        return norms / np.abs(values)
