@@ -245,6 +245,37 @@ def test_noise_is_nonnegative_and_clipped():
     assert float((noisy - images).mean()) == pytest.approx(0.24, abs=0.02)
 
 
+def test_dead_initialisation_detected():
+    torch = pytest.importorskip("torch")
+    from netequiv.experiments._autoencoder import build_autoencoder, is_dead
+
+    model = build_autoencoder(16, 6)
+    images = torch.rand(8, 1, 16, 16)
+    assert not is_dead(model, images)
+    # Switch off every unit of the decoder's first ReLU layer.
+    with torch.no_grad():
+        model.decoder[0].weight.zero_()
+        model.decoder[0].bias.fill_(-1.0)
+    assert is_dead(model, images)
+
+
+def test_plateau_restarts_training(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from netequiv.experiments import _autoencoder
+
+    # A plateau limit of 0 can never be met, so every start but the last stops half way.
+    monkeypatch.setattr(_autoencoder, "PLATEAU_FRACTION", 0.0)
+    monkeypatch.setattr(_autoencoder, "MAX_RESTARTS", 1)
+    images = np.random.default_rng(0).uniform(size=(12, 16, 16))
+    model, history = _autoencoder.train_autoencoder(
+        _autoencoder.build_autoencoder(16, 6), images[:8], images[8:], epochs=4, batch_size=4, progress=False
+    )
+    assert history["restarts"] == 1
+    assert len(history["loss"]) == 4
+    assert history["mean_image_loss"] > 0
+    assert not model.training
+
+
 # --------------------------------------------------------------------------------- pipeline
 
 

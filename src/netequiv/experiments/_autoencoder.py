@@ -23,6 +23,10 @@ logger = logging.getLogger("netequiv.experiments")
 KERNEL_SIZES = (9, 7, 5, 3)
 CHANNELS = (8, 32, 64, 16)
 MAX_INITIALISATIONS = 20
+# A model whose validation loss is still above this fraction of the mean image's loss half way
+# through training is restarted from new weights, at most MAX_RESTARTS times.
+PLATEAU_FRACTION = 0.9
+MAX_RESTARTS = 2
 
 
 def build_autoencoder(image_size=64, code_size=6, kernel_sizes=KERNEL_SIZES, channels=CHANNELS):
@@ -131,7 +135,11 @@ def train_autoencoder(
 
     Each epoch draws fresh noise (:func:`add_noise`) for every training image; the targets and the
     validation inputs are clean. An initialisation that gives the same output for every training
-    image is drawn again before training starts.
+    image is drawn again before training starts. Some initialisations stay at the mean training
+    image (the plateau of a narrow code) for hundreds of steps. When the validation loss half way
+    through is still above ``PLATEAU_FRACTION`` times the mean image's loss, training restarts
+    from new weights, at most ``MAX_RESTARTS`` times, so it can run up to
+    ``epochs * (1 + MAX_RESTARTS / 2)`` epochs.
 
     Parameters
     ----------
@@ -158,9 +166,10 @@ def train_autoencoder(
         The trained model, in evaluation mode, with the weights of the epoch of lowest validation
         loss (``history["best_epoch"]``, counted from 0).
     history : dict
-        ``loss`` and ``validation_loss`` per epoch (training loss averaged over the epoch's
-        batches, on noisy inputs; validation loss on clean inputs), ``seconds_per_epoch`` and
-        ``best_epoch``.
+        ``loss`` and ``validation_loss`` per epoch of the last start (training loss averaged over
+        the epoch's batches, on noisy inputs; validation loss on clean inputs),
+        ``seconds_per_epoch`` over all starts, ``best_epoch``, ``restarts`` and
+        ``mean_image_loss`` (the mean training image's validation loss).
 
     Raises
     ------
@@ -168,29 +177,78 @@ def train_autoencoder(
         When every one of ``MAX_INITIALISATIONS`` initialisations gives the same output for all
         training images (see :func:`is_dead`).
     """
-    from tqdm.auto import tqdm
-
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]
     x_val = torch.as_tensor(np.asarray(validation_images, dtype=np.float32))[:, None]
     model = model.float().train()
-    for attempt in range(MAX_INITIALISATIONS):
-        if not is_dead(model, x[:256]):
+    mean_image_loss = _mean_image_loss(x, x_val)
+    settings = dict(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, noise_variance=noise_variance,
+        code_range=code_range, range_weight=range_weight, generator=generator, progress=progress, name=name,
+    )
+    start = time.perf_counter()
+    epochs_run = 0
+    for restart in range(MAX_RESTARTS + 1):
+        _draw_live_initialisation(model, x, generator, name, redraw=restart > 0)
+        # Unless this is the last attempt, stop half way when the model has not left the mean image.
+        stop_if_plateau = mean_image_loss * PLATEAU_FRACTION if restart < MAX_RESTARTS else None
+        history = _train_epochs(model, x, x_val, stop_if_plateau=stop_if_plateau, **settings)
+        epochs_run += len(history["loss"])
+        if len(history["loss"]) == epochs:
             break
-        logger.info("%s: the initial network gives one output for every image; drawing new weights", name)
-        initialise(model, generator)
-    else:
-        raise RuntimeError(
-            f"{name}: {MAX_INITIALISATIONS} initialisations all gave one output for every image; check that the "
-            "training images are not all the same."
+        logger.warning(
+            "%s: validation loss %.4f after %d epochs is above %.2f x the mean image's %.4f; restarting from new weights",
+            name, min(history["validation_loss"]), len(history["loss"]), PLATEAU_FRACTION, mean_image_loss,
         )
+    history["restarts"] = restart
+    history["mean_image_loss"] = mean_image_loss
+    history["seconds_per_epoch"] = (time.perf_counter() - start) / max(epochs_run, 1)
+    history["best_epoch"] = int(np.argmin(history["validation_loss"]))
+    logger.info(
+        "%s trained: %d epochs (%d restarts), %.2f s per epoch, loss %.4f, best validation loss %.4f "
+        "(mean image %.4f)",
+        name, epochs, restart, history["seconds_per_epoch"], history["loss"][-1], min(history["validation_loss"]),
+        mean_image_loss,
+    )
+    return model.eval(), history
+
+
+def _draw_live_initialisation(model, x, generator, name, redraw):
+    """Draw new weights until the model's output depends on its input (see :func:`is_dead`)."""
+    for _ in range(MAX_INITIALISATIONS):
+        if redraw:
+            initialise(model, generator)
+        if not is_dead(model, x[:256]):
+            return
+        logger.info("%s: the initial network gives one output for every image; drawing new weights", name)
+        redraw = True
+    raise RuntimeError(
+        f"{name}: {MAX_INITIALISATIONS} initialisations all gave one output for every image; check that the "
+        "training images are not all the same."
+    )
+
+
+def _mean_image_loss(x, x_val):
+    """Return the binary cross-entropy of the mean training image against the validation images."""
+    mean_image = x.mean(dim=0, keepdim=True).clamp(1e-6, 1 - 1e-6).expand_as(x_val)
+    return float(torch.nn.functional.binary_cross_entropy(mean_image, x_val))
+
+
+def _train_epochs(model, x, x_val, *, epochs, batch_size, learning_rate, noise_variance, code_range, range_weight,
+                  generator, progress, name, stop_if_plateau):
+    """Train from the model's current weights and keep the weights of the best validation epoch.
+
+    With ``stop_if_plateau``, training stops after half the epochs when no validation loss so far
+    is below that value. The returned history is then shorter than ``epochs``.
+    """
+    from tqdm.auto import tqdm
+
     optimizer = torch.optim.NAdam(model.parameters(), lr=learning_rate)
     history = {"loss": [], "validation_loss": []}
     best_loss, best_state = np.inf, None
-    start = time.perf_counter()
     bar = tqdm(range(epochs), desc=f"training {name}", disable=not progress, leave=False)
-    for _ in bar:
+    for epoch in bar:
         model.train()
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
@@ -209,15 +267,11 @@ def train_autoencoder(
             best_loss = history["validation_loss"][-1]
             best_state = {key: value.clone() for key, value in model.state_dict().items()}
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", validation=f"{history['validation_loss'][-1]:.4f}")
-    history["seconds_per_epoch"] = (time.perf_counter() - start) / max(epochs, 1)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        history["best_epoch"] = int(np.argmin(history["validation_loss"]))
-    logger.info(
-        "%s trained: %d epochs, %.2f s per epoch, loss %.4f, validation loss %.4f",
-        name, epochs, history["seconds_per_epoch"], history["loss"][-1], history["validation_loss"][-1],
-    )
-    return model.eval(), history
+        if stop_if_plateau is not None and epoch + 1 == epochs // 2 and best_loss > stop_if_plateau:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    return history
 
 
 def _validation_loss(model, x_val, code_range, range_weight, batch_size):

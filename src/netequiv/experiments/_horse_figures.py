@@ -103,7 +103,8 @@ def _losses(out, histories):
     for camera, history in enumerate(histories, start=1):
         line, = ax.plot(history["loss"], label=f"autoencoder {camera}, training (noisy inputs)")
         ax.plot(history["validation_loss"], "--", color=line.get_color(), label=f"autoencoder {camera}, validation")
-    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="Autoencoder training")
+        ax.axhline(history["mean_image_loss"], color=line.get_color(), ls=":", lw=1, label=f"mean image {camera}, validation")
+    ax.set(xlabel="epoch (of the last start)", ylabel="loss", yscale="log", title="Autoencoder training")
     ax.legend(fontsize=7)
     save_figure(figure, out, "training_loss")
 

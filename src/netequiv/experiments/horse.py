@@ -44,6 +44,7 @@ Presets:
   128. One epoch took 13 s on one core of a shared 2-core machine, so an estimated 48 minutes
   per autoencoder.
 - ``fast``: the paper's data and transformation, 30 epochs at learning rate 1e-3, batch 32.
+  The command line offers only ``paper`` and ``quick``, so ``run(out, preset="fast")`` runs it.
 - ``quick``: 32 x 32 images, 360 frames per turn (training range 216, window 43, 72 centres), 60
   epochs at learning rate 1e-3, batch 16, on one torch thread. It asserts the same thresholds as
   the paper preset and takes about a minute on 2 cores.
@@ -245,7 +246,9 @@ def _run(out, preset, seed, progress):
         },
         "paper": PAPER,
         "training_loss": [history["loss"][-1] for history in histories],
-        "validation_loss": [history["validation_loss"][-1] for history in histories],
+        "best_validation_loss": [min(history["validation_loss"]) for history in histories],
+        "mean_image_validation_loss": [history["mean_image_loss"] for history in histories],
+        "training_restarts": [history["restarts"] for history in histories],
         "seconds_per_epoch": [history["seconds_per_epoch"] for history in histories],
         "epsilon": [transformation.diffusion_map_1_.epsilon_, transformation.diffusion_map_2_.epsilon_],
         "orthogonal_map": transformation.orthogonal_map_,
@@ -290,8 +293,10 @@ def _run(out, preset, seed, progress):
         f"frames: {n_angles} per turn, training range {n_range} ({metrics['training_range_degrees'][1]:.0f} degrees), "
         f"{len(train_frames)} training / {len(validation_frames)} validation images of {settings['image_size']} px",
         f"training: {settings['epochs']} epochs, {histories[0]['seconds_per_epoch']:.2f} and "
-        f"{histories[1]['seconds_per_epoch']:.2f} s per epoch; validation loss {metrics['validation_loss'][0]:.4f}, "
-        f"{metrics['validation_loss'][1]:.4f}",
+        f"{histories[1]['seconds_per_epoch']:.2f} s per epoch, {histories[0]['restarts']} and "
+        f"{histories[1]['restarts']} restarts; best validation loss {metrics['best_validation_loss'][0]:.4f}, "
+        f"{metrics['best_validation_loss'][1]:.4f} (mean image {histories[0]['mean_image_loss']:.4f}, "
+        f"{histories[1]['mean_image_loss']:.4f})",
         f"|Spearman| of the first coordinate with the angle: {spearman[0]:.4f} (camera 1), {spearman[1]:.4f} (camera 2)",
         "over the training range: cross-decoded BCE {:.4f}, MAE {:.4f}; autoencoder 2 BCE {:.4f}, MAE {:.4f} "
         "(ratios {:.2f}, {:.2f})".format(
