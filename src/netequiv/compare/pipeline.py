@@ -523,5 +523,5 @@ def run_compare(config, out, *, force=False, progress=None):
         from ..report import write_report
 
         write_report(out_path, metrics, transformation, observed_a, observed_b, prepared, evaluation)
-    logger.info("%s; wrote %s", metrics["verdict"]["sentence"], out_path)
+    logger.info("%s Wrote %s.", metrics["verdict"]["sentence"], out_path)
     return metrics
