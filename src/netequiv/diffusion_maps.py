@@ -30,6 +30,7 @@ Scale conventions
 
 import logging
 import numbers
+import time
 import warnings
 
 import numpy as np
@@ -333,27 +334,26 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         self.n_neighbors_ = graph["n_neighbors"]
         self.X_fit_ = X
         self.inverse_covariances_ = C
-        # The Nystrom extension of transform() reads these: every training point in exact mode,
-        # the landmarks in landmark mode.
-        self._graph_X = X_graph
-        self._graph_C = C_graph
-        self._graph_tree = graph["tree"]
-        self._graph_embedding = nontrivial[:, selected]
-        self._graph_row_sums = graph["row_sums"]
+        graph_embedding = nontrivial[:, selected]
 
         if mode == "landmark":
             # Step 5 (landmark mode): extend the landmark embedding to every point by Nystrom.
-            self.landmark_indices_ = landmarks
+            start = time.perf_counter()
+            self._landmark_tree = graph["tree"]
             self.tree_ = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
-            embedding, density = self._nystrom(X, C)
-            embedding[landmarks] = self._graph_embedding
-            density[landmarks] = self._graph_row_sums
+            embedding, density = self._nystrom(
+                X, C, (X_graph, C_graph, graph["tree"], graph_embedding, graph["row_sums"])
+            )
+            _log_stage("extension", start)
+            embedding[landmarks] = graph_embedding
+            density[landmarks] = graph["row_sums"]
+            self.landmark_indices_ = landmarks
             self.embedding_ = embedding
             self.kernel_row_sums_ = density
         else:
             self.landmark_indices_ = None
             self.tree_ = graph["tree"]
-            self.embedding_ = self._graph_embedding
+            self.embedding_ = graph_embedding
             self.kernel_row_sums_ = graph["row_sums"]
         self.inverse_interpolator_ = Interpolator(method=self.inverse_transform_method).fit(
             self.embedding_, X
@@ -389,11 +389,13 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         n = X.shape[0]
 
         # Step 1: neighbours, bandwidth and kernel.
+        start = time.perf_counter()
         k = min(self.n_neighbors, n)
         tree = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
         distances_sq, indices = mahalanobis_neighbors(
             X, C, k, n_candidates=self.n_candidates, tree=tree, n_jobs=self.n_jobs
         )
+        start = _log_stage("neighbours", start)
         check_connected(indices)
         warn_duplicates(distances_sq, stacklevel=4)
         if self.epsilon == "median":
@@ -423,7 +425,9 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         symmetric = (inv_sqrt_q @ normalized @ inv_sqrt_q).tocsr()
         del normalized
         symmetric = (0.5 * (symmetric + symmetric.T)).tocsr()
+        start = _log_stage("kernel", start)
         eigenvalues, eigenvectors, residuals = self._eigenpairs(symmetric, n_vectors + 1)
+        _log_stage("eigensolver", start)
 
         # Step 4: phi = Q^-1/2 v, normalised to unit mean square over the manifold, signs fixed.
         phi = eigenvectors / np.sqrt(q)[:, None] * np.sqrt(q.sum())
@@ -539,7 +543,7 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
                 C_new = self.inverse_covariances_[nearest]
             else:
                 C_new = check_inverse_covariances(inverse_covariances, X.shape[0], X.shape[1])
-        embedding, density = self._nystrom(X, C_new)
+        embedding, density = self._nystrom(X, C_new, self._graph_state())
         far = density == 0.0
         if np.any(far):
             warnings.warn(
@@ -550,25 +554,43 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
             )
         return embedding
 
-    def _nystrom(self, X, C_new):
+    def _graph_state(self):
+        """Return the kernel graph's points, metrics, tree, embedding and row sums P.
+
+        The graph holds every training point in exact mode and the landmarks in landmark mode.
+        Only public fitted attributes are read (the landmark tree is rebuilt when missing), so
+        an estimator restored from them transforms as the fitted one did.
+        """
+        landmarks = getattr(self, "landmark_indices_", None)
+        if landmarks is None:
+            return self.X_fit_, self.inverse_covariances_, self.tree_, self.embedding_, self.kernel_row_sums_
+        X = self.X_fit_[landmarks]
+        C = None if self.inverse_covariances_ is None else self.inverse_covariances_[landmarks]
+        tree = getattr(self, "_landmark_tree", None)
+        if tree is None or tree.n_samples_fit_ != len(landmarks):
+            tree = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
+        return X, C, tree, self.embedding_[landmarks], self.kernel_row_sums_[landmarks]
+
+    def _nystrom(self, X, C_new, graph_state):
         """Extend the graph embedding to X; return it (NaN where the kernel row is zero) and P."""
+        graph_X, graph_C, graph_tree, graph_embedding, graph_row_sums = graph_state
         distances_sq, indices = mahalanobis_neighbors(
-            self._graph_X,
-            self._graph_C,
+            graph_X,
+            graph_C,
             self.n_neighbors_,
             Y_query=X,
             inverse_covariances_query=C_new,
             n_candidates=self.n_candidates,
-            tree=self._graph_tree,
+            tree=graph_tree,
         )
         kernel = np.exp(-distances_sq / (2.0 * self.epsilon_))
         del distances_sq
         density = kernel.sum(axis=1)
         # A point far from every training point has a zero kernel row; nothing can be extended.
         far = density == 0.0
-        weights = kernel / (np.where(far, 1.0, density)[:, None] * self._graph_row_sums[indices])
+        weights = kernel / (np.where(far, 1.0, density)[:, None] * graph_row_sums[indices])
         markov = weights / np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(float).tiny)
-        embedding = np.einsum("nk,nkl->nl", markov, self._graph_embedding[indices]) / self.eigenvalues_
+        embedding = np.einsum("nk,nkl->nl", markov, graph_embedding[indices]) / self.eigenvalues_
         embedding[far] = np.nan
         return embedding, density
 
@@ -594,6 +616,13 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
                 "coordinates."
             )
         return self.inverse_interpolator_.predict(X)
+
+
+def _log_stage(name, start):
+    """Log the seconds since ``start`` for one fit stage at DEBUG level; return the time now."""
+    now = time.perf_counter()
+    logger.debug("stage %s took %.3f s", name, now - start)
+    return now
 
 
 def _single_precision_operator(matrix):
