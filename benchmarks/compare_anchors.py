@@ -109,6 +109,7 @@ def main():
     parser.add_argument("--n-components", type=int, default=10, help="non-trivial eigenpairs")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the whole sequence")
     parser.add_argument("--output", type=Path, help="file for the raw results (JSON); none when unset")
+    parser.add_argument("--plot", type=Path, help="file for a bar chart of the wall times (PNG); none when unset")
     args = parser.parse_args()
 
     pythons = {name: ensure_venv(name) for name in ANCHORS}
@@ -145,6 +146,28 @@ def main():
             f"{' '.join(f'{s:.1f}' for s in seconds)} | {np.median([r['peak_mib'] for r in results]):.0f} | "
             f"{difference:.1e}{residual} | {np.median(seconds) / ours:.1f} |"
         )
+    if args.plot is not None:
+        plot_times(runs, args)
+
+
+def plot_times(runs, args):
+    """Save a bar chart of the median wall time of each run, with every repeat as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["netequiv\n(Jacobian metrics)" if name == "netequiv-metric" else name for name in runs]
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    for position, results in enumerate(runs.values()):
+        seconds = [r["seconds"] for r in results]
+        axes.bar(position, np.median(seconds), color="tab:blue" if position < 2 else "tab:gray")
+        axes.plot([position] * len(seconds), seconds, "k.", markersize=4)
+    axes.set_xticks(range(len(labels)), labels)
+    axes.set_ylabel("wall time of the fit (s)")
+    axes.set_title(f"n = {args.n}, {args.n_neighbors} neighbours, {args.n_components} eigenpairs")
+    figure.tight_layout()
+    figure.savefig(args.plot, dpi=120)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,17 @@ def test_landmark_embedding_is_nystrom_extension():
     np.testing.assert_allclose(extended, dmap.embedding_[rest], rtol=0, atol=1e-12)
 
 
+def test_landmark_transform_rebuilds_missing_tree():
+    Y, C = _rectangle_in_r5(3000, seed=8)
+    dmap = MahalanobisDiffusionMap(n_components=3, mode="landmark", n_landmarks=1500, random_state=0)
+    dmap.fit(Y, inverse_covariances=C)
+    before = dmap.transform(Y[:50], inverse_covariances=C[:50])
+    # An estimator restored from its public fitted attributes has no cached landmark tree.
+    del dmap._landmark_tree
+    after = dmap.transform(Y[:50], inverse_covariances=C[:50])
+    np.testing.assert_array_equal(after, before)
+
+
 def test_too_few_landmarks_raises():
     Y, C = _rectangle_in_r5(200, seed=7)
     dmap = MahalanobisDiffusionMap(n_components=4, mode="landmark", n_landmarks=5)

@@ -77,8 +77,9 @@ DEFAULT_N_LANDMARKS = 50_000
 # 6e-8 relative) then stays below the requested accuracy.
 SINGLE_PRECISION_MIN_TOL = 1e-7
 
-# Lanczos basis size for ARPACK: 40 took the fewest seconds for 11 eigenpairs of a 100,000-point
-# kernel (benchmarks/dmap_scaling.py); 2 k + 1, scipy's default, needed 40% more products.
+# Lanczos basis size for ARPACK. For 11 eigenpairs of the 100,000-point kernel of
+# benchmarks/dmap_scaling.py, 40 took the fewest seconds of 24, 40, 60 and 100, and 24 (scipy's
+# default of 2 k + 1 is 23) needed 40% more products.
 ARPACK_MIN_NCV = 40
 
 
@@ -493,8 +494,9 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         ncv = min(n, max(2 * n_eig + 1, ARPACK_MIN_NCV))
         single = self.eigen_tol >= SINGLE_PRECISION_MIN_TOL
         operator = _single_precision_operator(symmetric) if single else symmetric
-        # ARPACK's dense steps act on n x ncv blocks and are memory bound; one BLAS thread was 3x
-        # faster than two on a 2-core machine shared with other jobs, and no slower when idle.
+        # ARPACK's dense steps act on n x ncv blocks and are memory bound. One BLAS thread made
+        # this call 3x faster than two on a 2-core machine shared with other jobs.
+        # NOTE: not measured on an idle machine with many cores, where more threads may help.
         with threadpool_limits(limits=1, user_api="blas"):
             values, vectors = eigsh(operator, k=n_eig, which="LA", v0=v0, tol=self.eigen_tol, ncv=ncv)
         if not single:
@@ -557,7 +559,7 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
     def _graph_state(self):
         """Return the kernel graph's points, metrics, tree, embedding and row sums P.
 
-        The graph holds every training point in exact mode and the landmarks in landmark mode.
+        The graph contains every training point in exact mode and the landmarks in landmark mode.
         Only public fitted attributes are read (the landmark tree is rebuilt when missing), so
         an estimator restored from them transforms as the fitted one did.
         """
