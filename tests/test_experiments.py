@@ -11,6 +11,7 @@ FIGURES = {
     "parabola": ["outputs", "output_vs_output", "selected_activations", "embeddings", "reconstruction", "breakdown"],
     "different-inputs": ["domain_map", "tasks", "selected_activations", "embeddings"],
     "vector-fields": ["vector_fields", "embeddings", "aligned_embeddings", "transformation_error"],
+    "horse": ["samples", "embeddings", "cross_decoding", "cross_decoding_error", "training_loss"],
 }
 
 
@@ -63,6 +64,12 @@ def test_reproduce_refuses_to_overwrite(tmp_path):
     code = main(["reproduce", "parabola", "--preset", "quick", "--out", str(tmp_path), "-q"])
     assert code == 2
     assert (tmp_path / "parabola" / "keep.txt").read_text() == "user data"
+
+
+def test_reproduce_rejects_undefined_preset(tmp_path):
+    code = main(["reproduce", "parabola", "--preset", "fast", "--out", str(tmp_path), "-q"])
+    assert code == 2
+    assert not (tmp_path / "parabola").exists()
 
 
 @pytest.mark.paper

@@ -50,7 +50,7 @@ Presets:
   per autoencoder.
 - ``fast``: the paper's data and transformation, 30 epochs at learning rate 1e-3, batch 32.
   With seed 0 it took 12 minutes on one core of the same machine and met every check.
-  The command line offers only ``paper`` and ``quick``, so ``run(out, preset="fast")`` runs it.
+  Run it with ``netequiv reproduce horse --preset fast``.
 - ``quick``: 32 x 32 images, 360 frames per turn (training range 216, window 43, 72 centres), 60
   epochs at learning rate 1e-3, batch 16, on one torch thread. It asserts the same thresholds as
   the paper preset and takes about a minute on 2 cores.
