@@ -159,6 +159,18 @@ def test_apply_rejects_wrong_width(equivalent_run, tmp_path, caplog):
     assert "(n, 6)" in caplog.text
 
 
+def test_apply_rejects_nan_activations(equivalent_run, tmp_path, caplog):
+    _, _, out = equivalent_run
+    activations = np.zeros((5, 6))
+    activations[3, 1] = np.nan
+    np.save(tmp_path / "a.npy", activations)
+    with caplog.at_level(logging.ERROR, logger="netequiv"):
+        code = main(["apply", str(out), str(tmp_path / "a.npy"), "-o", str(tmp_path / "b.npy")])
+    assert code == 2
+    assert "first in row 3" in caplog.text
+    assert not (tmp_path / "b.npy").exists()
+
+
 KINDS = {
     "burst": {"neighbourhoods": 'kind = "burst"\nscale = 0.01\npoints = 16\ncentres = 200'},
     "ball sampler, estimated d": {"inputs": 'sampler = "ball"\ncenter = [0.0]\nradius = 1.0\nn_samples = 500\ndimension = "estimate"'},

@@ -102,6 +102,8 @@ def test_resolve_out_of_range_and_wrong_arity():
     x = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
     with pytest.raises(IndexError, match="out of range"):
         resolve_selection(model, x, "head:2")
+    with pytest.raises(IndexError, match="range 0-2 reaches index 2"):
+        resolve_selection(model, x, "head:0-2")
     with pytest.raises(IndexError, match="per-sample shape"):
         resolve_selection(model, x, "conv1:(0,1)")
     with pytest.raises(ValueError, match="more than once"):

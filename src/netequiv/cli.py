@@ -119,6 +119,11 @@ def _apply(args):
             f"{source} has shape {activations.shape}; expected (n, {expected}), the activations of "
             f"model {model}'s selected neurons, one row a sample{'' if args.inverse else ' (pass --inverse to map B to A)'}."
         )
+    if not np.all(np.isfinite(activations)):
+        row = int(np.flatnonzero(~np.all(np.isfinite(activations), axis=1))[0])
+        raise BadInputError(
+            f"{source} contains NaN or infinite values (first in row {row}); drop or recompute those rows."
+        )
     result = transformation.inverse_transform(activations) if args.inverse else transformation.transform(activations)
     target.parent.mkdir(parents=True, exist_ok=True)
     np.save(target, result)

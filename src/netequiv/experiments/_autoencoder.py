@@ -247,7 +247,7 @@ def _train_epochs(model, x, x_val, *, epochs, batch_size, learning_rate, noise_v
     optimizer = torch.optim.NAdam(model.parameters(), lr=learning_rate)
     history = {"loss": [], "validation_loss": []}
     best_loss, best_state = np.inf, None
-    bar = tqdm(range(epochs), desc=f"training {name}", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=f"training {name}", disable=None if progress else True, leave=False)
     for epoch in bar:
         model.train()
         order = torch.randperm(len(x), generator=generator)

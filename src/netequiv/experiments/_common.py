@@ -67,7 +67,7 @@ def _train(model, X, y, X_val, y_val, epochs, batch_size, learning_rate, seed, p
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     generator = torch.Generator().manual_seed(seed)
     n = len(X_t)
-    bar = tqdm(range(epochs), desc=f"training {name}", disable=not progress, leave=False, mininterval=1.0)
+    bar = tqdm(range(epochs), desc=f"training {name}", disable=None if progress else True, leave=False, mininterval=1.0)
     for _ in bar:
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):

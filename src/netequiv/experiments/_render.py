@@ -269,7 +269,7 @@ def render_turn(mesh, camera, n_angles, size=64, supersample=2, cache_dir=None, 
     frames = np.stack(
         [
             render(mesh, camera, angle, size=size, supersample=supersample)
-            for angle in tqdm(angles, desc=f"rendering (elevation {camera.elevation:g})", disable=not progress, leave=False)
+            for angle in tqdm(angles, desc=f"rendering (elevation {camera.elevation:g})", disable=None if progress else True, leave=False)
         ]
     ).astype(np.float32)
     if path is not None:

@@ -168,7 +168,7 @@ def run(out, preset="paper", seed=0, progress=True):
         f"epsilon (median rule): {metrics['epsilon'][0]:.3g}, {metrics['epsilon'][1]:.3g} (paper {PAPER['epsilon']})",
         f"|correlation| of the two embeddings over [-1, 1]: {embedding_correlation:.6f}",
         f"relative RMSE of network 2's 8 hidden activations from network 1's one: {reconstruction_error:.4f} over M, {interior_error:.4f} on |x| <= 0.9",
-        f"output-only map first breaks at x = {fold_x} (network 2's output peaks at x = {turning_point:.3f})",
+        f"output-only map first breaks at x = {'none' if fold_x is None else format(fold_x, '.3f')} (network 2's output peaks at x = {turning_point:.3f})",
     ]
     write_outputs(out, "parabola", preset, seed, metrics, summary, {"network_1": network_1, "network_2": network_2})
     return metrics
@@ -225,7 +225,7 @@ def _figures(out, centres, x_test, network_1, network_2, Y, phi, psi, reconstruc
         line, = ax.plot(x_test[:, 0], hidden_2_test[:, j], lw=2, alpha=0.4)
         ax.plot(x_test[:, 0], reconstructed[:, j], "--", color=line.get_color(), lw=1)
     ax.axvspan(-1, 0, color="0.9")
-    ax.set(xlabel="x", ylabel="activation", title="Network 2 hidden: true (thick) and from network 1 (dashed)")
+    ax.set(xlabel="x", ylabel="activation", title="Network 2 hidden: true (thick), from N1 (dashed)")
     save_figure(figure, out, "reconstruction")
 
     figure, axes = new_figure()

@@ -114,11 +114,11 @@ def run(out, preset="paper", seed=0, progress=True):
     n_shared = N_ALIGN + N_HELD_OUT
     x_2[:n_shared] = x_1[:n_shared] = rng.uniform(-INTERIOR, INTERIOR, size=(n_shared, 2))
     with timer("activations and Jacobians"):
-        Y1 = activations(network_1, x_1, hidden, progress=progress)
-        Y2 = activations(network_2, coordinates(x_2), hidden, progress=progress)
-        C1 = metric_from_jacobians(jacobians(network_1, x_1, hidden, progress=progress))
+        Y1 = activations(network_1, x_1, hidden, progress=None if progress else False)
+        Y2 = activations(network_2, coordinates(x_2), hidden, progress=None if progress else False)
+        C1 = metric_from_jacobians(jacobians(network_1, x_1, hidden, progress=None if progress else False))
         C2 = metric_from_jacobians(
-            jacobians(network_2, x_2, hidden, domain_map=_torch_coordinates, progress=progress)
+            jacobians(network_2, x_2, hidden, domain_map=_torch_coordinates, progress=None if progress else False)
         )
 
     pairs = np.repeat(np.arange(n_shared)[:, None], 2, axis=1)
@@ -186,7 +186,7 @@ def _figures(out, network_1, network_2, x_1, x_2, transformation, x_test, predic
     figure, axes = new_figure(2, 1)
     for ax, inputs, true, learned, title, labels in (
         (axes[0, 0], points, field(points), forward(network_1, points), "Network 1: f(x) on the square", ("x1", "x2")),
-        (axes[0, 1], u, transformed_field(u), forward(network_2, u), "Network 2: the same field in coordinates s", ("s1", "s2")),
+        (axes[0, 1], u, transformed_field(u), forward(network_2, u), "Network 2: the field in coordinates s", ("s1", "s2")),
     ):
         ax.quiver(inputs[:, 0], inputs[:, 1], true[:, 0], true[:, 1], color="0.7", label="true field")
         ax.quiver(inputs[:, 0], inputs[:, 1], learned[:, 0], learned[:, 1], color="C0", width=0.003, label="network")

@@ -234,6 +234,15 @@ def _format_item(item):
 def _range_of(item, size, layer):
     """Flat indices that an int or slice item selects among ``size`` positions."""
     if isinstance(item, slice):
+        # A range that runs past the layer would be cut short silently, so it is rejected.
+        for bound in (item.start, item.stop):
+            if bound is not None and not -size <= bound <= size:
+                last = bound - 1 if bound is item.stop else bound
+                raise IndexError(
+                    f"neuron range {_format_component(item)} reaches index {last}, out of range for "
+                    f"layer {layer!r}, which has {size} neuron(s) on that axis; use indices in "
+                    f"[0, {size - 1}]."
+                )
         return np.arange(size)[item]
     if not -size <= item < size:
         raise IndexError(
