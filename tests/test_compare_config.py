@@ -413,3 +413,31 @@ def test_dimension_above_neurons(project, caplog):
     assert code == 2
     assert "[inputs] dimension" in log
     assert "[model_a] selection" in log
+
+
+def _run_compare(folder, text, caplog):
+    path = folder / "compare.toml"
+    path.write_text(text)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="netequiv"):
+        code = main(["compare", str(path), "--out", str(folder / "out"), "-q"])
+    return code, caplog.text
+
+
+def test_constant_neuron_is_bad_input(project, caplog):
+    state = torch.load(project / "network_1.pt", weights_only=True)
+    state["fc1.weight"][2] = 0.0
+    state["fc1.bias"][2] = 0.0
+    torch.save(state, project / "network_1.pt")
+    code, log = _run_compare(project, config_text(), caplog)
+    assert code == 2
+    assert "[model_a] selection" in log
+    assert "act1[2]" in log
+    assert not (project / "out" / "metrics.json").exists()
+
+
+def test_too_few_neurons_warn(project, caplog):
+    model_a = 'path = "network_1.pt"\nfactory = "nets.py:tanh_net"\nfactory_kwargs = { widths = [1, 6, 1] }\nselection = "act1:0-1"'
+    code, log = _run_compare(project, config_text(model_a=model_a), caplog)
+    assert code == 0, log
+    assert "2d + 1 = 3" in log

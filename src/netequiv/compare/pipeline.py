@@ -351,6 +351,8 @@ def _observe(prepared, side, rank, progress, rng):
         C_test, _, _ = _chunked_metrics(prepared, side, inputs[test], rank, n_neurons, progress, rng)
         result = Observations(Y=observe(inputs[train]), C=C, Y_test=observe(inputs[test]), C_test=C_test)
 
+    _check_observed_neurons(result.Y, prepared.labels_a if side == "a" else prepared.labels_b, rank, side)
+
     if prepared.breakdown_inputs is not None:
         path = prepared.breakdown_inputs
         result.Y_path = observe(path)
@@ -361,6 +363,26 @@ def _observe(prepared, side, rank, progress, rng):
             keep = kind == "jacobian"
             result.C_path, _, result.J_path = _chunked_metrics(prepared, side, path, rank, n_neurons, progress, rng, keep_jacobians=keep)
     return result, rank
+
+
+def _check_observed_neurons(Y, labels, rank, side):
+    """Reject constant neurons and warn below Whitney's 2d + 1 neurons, before any fit."""
+    key = f"[model_{side}] selection"
+    scale = np.max(np.abs(Y)) if Y.size else 0.0
+    constant = np.flatnonzero(np.ptp(Y, axis=0) <= 1e-12 * max(scale, 1.0))
+    if constant.size:
+        names = ", ".join(labels[j] for j in constant[:5])
+        raise ConfigError([
+            f"{key}: {constant.size} selected neuron(s) are constant over the inputs ({names}); a "
+            "constant neuron carries no information about the input. Remove it from the selection."
+        ])
+    if rank is not None and len(labels) < 2 * rank + 1:
+        logger.warning(
+            "%s: %d neuron(s) observe a %d-dimensional input manifold; d = %d is the least that can "
+            "embed it and 2d + 1 = %d the number that guarantees an embedding (Whitney). Select at "
+            "least %d neurons unless these are known to embed it.",
+            key, len(labels), rank, rank, 2 * rank + 1, 2 * rank + 1,
+        )
 
 
 # Float64 values of raw neighbourhoods (Jacobians or clouds) held at a time: 2**24 is 128 MiB.

@@ -83,9 +83,15 @@ def _verdict(result, alpha):
     else:
         failed = [name for name, item in criteria.items() if not item["passed"]]
         listed = failed[0] if len(failed) == 1 else ", ".join(failed[:-1]) + " and " + failed[-1]
+        # Each failed test with its statistic and tolerance, since a p-value alone can pass.
+        reasons = "; ".join(
+            f"{name} discrepancy {criteria[name]['statistic']:.3g} against a tolerance of "
+            f"{criteria[name]['threshold']:.3g}, p = {criteria[name]['p_value']:.3g}"
+            for name in failed
+        )
         sentence = (
             "The two networks are not equivalent on these inputs: the "
-            f"{listed} test{'s' if len(failed) > 1 else ''} failed at alpha = {alpha} ({evidence})."
+            f"{listed} test{'s' if len(failed) > 1 else ''} failed at alpha = {alpha} ({reasons})."
         )
     return {
         "equivalent": bool(result.equivalent),
