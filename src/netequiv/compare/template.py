@@ -12,14 +12,14 @@ seed = 0                      # seeds the input sampler, the neighbourhoods and 
 path = "network_1.pt"
 # A state dict needs the function that builds the untrained model, "package.module:function"
 # or "file.py:function", and its arguments:
-factory = "netequiv.experiments._common:mlp"
+factory = "netequiv.experiments:mlp"
 factory_kwargs = { widths = [1, 1, 1] }   # or factory_args = [[1, 1, 1]]
 selection = "act1:0"          # neurons to observe: "LAYER:INDICES ..."; netequiv inspect MODEL lists layers
 device = "cpu"                # "cpu", "cuda", "cuda:N" or "auto" (cuda when available)
 
 [model_b]
 path = "network_2.pt"
-factory = "netequiv.experiments._common:mlp"
+factory = "netequiv.experiments:mlp"
 factory_kwargs = { widths = [1, 8, 8, 8, 1] }
 selection = "act3:0-7"
 
@@ -38,7 +38,7 @@ dimension = 1                 # intrinsic dimension d of the inputs, or "estimat
 kind = "ball"                 # "jacobian", "ball", "burst" or "sequence"
 radius = 0.05                 # ball radius, in input units
 # scale = 0.01                # burst: standard deviation of each input coordinate
-points = 64                   # inputs sampled a ball or burst
+points = 64                   # inputs sampled in each ball or burst
 # window = 11                 # sequence: consecutive inputs a window (inputs ordered along a path)
 centres = 500                 # inputs the diffusion maps are built on
 
@@ -53,7 +53,7 @@ held_out = 200                # corresponding pairs held out to test the transfo
 
 [diffusion_map]               # all optional; see netequiv.NetworkTransformation
 # n_components = 1            # embedding coordinates l (default: d)
-# n_neighbors = 32            # neighbours a point in the sparse kernel
+# n_neighbors = 32            # neighbours of each point in the sparse kernel
 # epsilon = "median"          # kernel bandwidth, or the median rule
 # remove_harmonics = false    # keep only eigenvectors that are not functions of earlier ones
 # interpolation = "linear"    # "nearest", "linear" or "rbf": inverts the embeddings

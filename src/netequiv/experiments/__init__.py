@@ -9,7 +9,9 @@ paper's images and data with a shorter training schedule.
 
 import importlib
 
-__all__ = ["EXPERIMENTS", "PRESETS", "experiment_presets", "run_experiment"]
+from ._common import mlp
+
+__all__ = ["EXPERIMENTS", "PRESETS", "experiment_presets", "mlp", "run_experiment"]
 
 PRESETS = ("paper", "quick", "fast")
 
