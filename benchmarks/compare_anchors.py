@@ -129,8 +129,6 @@ def main():
                 result["eigenvalue_difference"] = eigenvalue_difference(reference["eigenvalues"], result["eigenvalues"])
                 runs[name].append(result)
             print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]['seconds']:.1f} s" for k, v in runs.items()), flush=True)
-    if args.output is not None:
-        args.output.write_text(json.dumps(dict(args=vars(args) | {"output": str(args.output)}, runs=runs), indent=1))
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print("| library | task | wall time (s), median | runs (s) | peak memory (MiB), median | eigenvalues vs netequiv | time / netequiv |")
@@ -146,6 +144,8 @@ def main():
             f"{' '.join(f'{s:.1f}' for s in seconds)} | {np.median([r['peak_mib'] for r in results]):.0f} | "
             f"{difference:.1e}{residual} | {np.median(seconds) / ours:.1f} |"
         )
+    if args.output is not None:
+        args.output.write_text(json.dumps(dict(args=vars(args), runs=runs), indent=1, default=str))
     if args.plot is not None:
         plot_times(runs, args)
 
