@@ -365,7 +365,9 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         if self.mode != "auto":
             return self.mode
         mode = "exact" if n <= EXACT_MODE_MAX_SAMPLES else "landmark"
-        logger.info(
+        # Landmark mode approximates, so it is announced; exact mode is logged for debugging only.
+        logger.log(
+            logging.INFO if mode == "landmark" else logging.DEBUG,
             "MahalanobisDiffusionMap: mode='auto' chose %r for %d samples (landmarks above %d).",
             mode,
             n,

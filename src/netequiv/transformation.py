@@ -1236,6 +1236,8 @@ _DIFFUSION_MAP_ARRAYS = (
     "component_indices_",
     "harmonic_residuals_",
     "kernel_row_sums_",
+    "eigen_residuals_",
+    "landmark_indices_",
 )
 
 
@@ -1259,6 +1261,7 @@ def _diffusion_map_state(dmap):
         "epsilon_": float(dmap.epsilon_),
         "n_neighbors_": int(dmap.n_neighbors_),
         "n_features_in_": int(dmap.n_features_in_),
+        "mode_": str(getattr(dmap, "mode_", "exact")),
     }
     return arrays, scalars
 
