@@ -23,10 +23,9 @@ import sys
 import numpy as np
 
 
-def square_in_r5(n, seed=0):
-    """Points of [0, 1]^2 mapped into R^5, with the map's Jacobians (n, 5, 2)."""
-    x = np.random.default_rng(seed).uniform(size=(n, 2))
-    a, b = x[:, 0], x[:, 1]
+def observe_in_r5(a, b):
+    """Map plane coordinates (a, b) smoothly into R^5; return the points and Jacobians (n, 5, 2)."""
+    n = len(a)
     Y = np.stack([a, b, np.sin(2 * a + b), np.cos(a - 2 * b), a * b], axis=1)
     one, zero = np.ones(n), np.zeros(n)
     J = np.stack(
@@ -40,6 +39,12 @@ def square_in_r5(n, seed=0):
         axis=1,
     )
     return Y, J
+
+
+def square_in_r5(n, seed=0):
+    """Points of [0, 1]^2 mapped into R^5, with the map's Jacobians (n, 5, 2)."""
+    x = np.random.default_rng(seed).uniform(size=(n, 2))
+    return observe_in_r5(x[:, 0], x[:, 1])
 
 
 def fit_once(n, n_neighbors, n_components, mode):

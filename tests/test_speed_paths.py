@@ -105,6 +105,7 @@ def test_landmark_mode_matches_exact_mode():
     # Measured: 0.004, 0.010, 0.014, 0.013. Both are random discretisations of one operator, at
     # different bandwidths, so the difference shrinks as n_landmarks approaches n.
     assert error[:2].max() <= 1e-2
+    # NOTE: the goal is 1e-2 on every coordinate; coordinates 3 and 4 reach only about 1.4e-2.
     assert error.max() <= 2e-2
 
 

@@ -64,9 +64,10 @@ def estimate_rank(eigenvalues, rtol=None):
     """Estimate the intrinsic dimension from covariance spectra by their largest gap.
 
     For each point, the eigenvalues ``s_1 >= s_2 >= ...`` above the tolerance are compared in
-    consecutive ratios ``s_k / s_{k+1}``; the k with the largest ratio is that point's rank (when
-    every eigenvalue but the first is below the tolerance, the rank is 1). The returned rank is the
-    median of the per-point ranks, rounded down, so that a few noisy points do not change it.
+    consecutive ratios ``s_k / s_{k+1}``. The k with the largest ratio is that point's rank, so
+    a point whose eigenvalues are all below the tolerance but the first has rank 1. The returned
+    rank is the median of the per-point ranks, rounded down, so that a few noisy points do not
+    change it.
 
     Parameters
     ----------
@@ -169,7 +170,7 @@ def _covariances(samples):
 def metric_from_clouds(clouds, rank=None, rtol=None, return_means=False):
     """Estimate local metrics from clouds of activations sampled around each point.
 
-    For point i, the q inputs of its neighbourhood are pushed through the network; the covariance
+    For point i, the q inputs of its neighbourhood are pushed through the network. The covariance
     of the resulting activations is approximately ``s^2 J_net J_net^T`` for a neighbourhood of
     spread s, so its pseudo-inverse, truncated to the intrinsic dimension, is the metric up to the
     constant factor ``1 / s^2``.
