@@ -120,7 +120,7 @@ def test_sparse_solver_matches_dense_reference(with_metric):
     values_ref, phi_ref, epsilon_ref, _ = _dense_reference(Y, C, 32, 4)
     kwargs = {"inverse_covariances": C} if with_metric else {}
     results = {}
-    for solver in ("arpack", "dense"):
+    for solver in ("arpack", "chebyshev", "dense"):
         dmap = MahalanobisDiffusionMap(n_components=4, eigen_solver=solver, eigen_tol=0.0, random_state=0)
         dmap.fit(Y, **kwargs)
         results[solver] = dmap
@@ -129,6 +129,7 @@ def test_sparse_solver_matches_dense_reference(with_metric):
         signs = np.sign(np.sum(dmap.embedding_ * phi_ref, axis=0))
         np.testing.assert_allclose(dmap.embedding_, phi_ref * signs, atol=1e-6)
     np.testing.assert_allclose(results["arpack"].embedding_, results["dense"].embedding_, atol=1e-6)
+    np.testing.assert_allclose(results["chebyshev"].embedding_, results["dense"].embedding_, atol=1e-6)
 
 
 def test_rectangle_eigenfunctions_and_harmonic_removal():

@@ -56,13 +56,14 @@ def test_factored_distances_match_brute_force():
     np.testing.assert_allclose(distances_sq, brute, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("solver", ["arpack", "chebyshev"])
 @pytest.mark.parametrize("with_metric", [False, True])
-def test_single_precision_arpack_matches_dense(with_metric):
+def test_single_precision_solvers_match_dense(with_metric, solver):
     Y, C = _rectangle_in_r5(1500, seed=2)
     metric = C if with_metric else None
     dense = MahalanobisDiffusionMap(n_components=6, eigen_solver="dense", random_state=0)
     dense.fit(Y, inverse_covariances=metric)
-    fast = MahalanobisDiffusionMap(n_components=6, eigen_solver="arpack", eigen_tol=1e-7, random_state=0)
+    fast = MahalanobisDiffusionMap(n_components=6, eigen_solver=solver, eigen_tol=1e-7, random_state=0)
     fast.fit(Y, inverse_covariances=metric)
 
     np.testing.assert_allclose(fast.all_eigenvalues_, dense.all_eigenvalues_, rtol=1e-6, atol=0)

@@ -81,8 +81,8 @@ DEFAULT_N_LANDMARKS = 50_000
 # 6e-8 relative) then stays below the requested accuracy.
 SINGLE_PRECISION_MIN_TOL = 1e-7
 
-# Smallest eigen_tol handed to the Chebyshev solver: float64 round-off in the products stops it
-# near 1e-13, so eigen_tol=0 (machine precision, as for ARPACK) asks for this instead.
+# Smallest eigen_tol handed to the Chebyshev solver. float64 round-off in the products stops it
+# near 1e-13, so eigen_tol=0 (machine precision, as for ARPACK) becomes this value.
 CHEBYSHEV_MIN_TOL = 1e-12
 
 # Lanczos basis size for ARPACK. For 11 eigenpairs of the 100,000-point kernel of

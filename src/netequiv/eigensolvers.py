@@ -5,12 +5,11 @@ spectrum lies in [-1, 1], and the wanted eigenvalues crowd near 1: for 100,000 p
 the eleventh is about 1 - 1e-3. ARPACK's Lanczos needs about 940 single-vector products for them,
 and its restarts and re-orthogonalisation against a 40-vector basis cost more than the products.
 
-:func:`chebyshev_eigsh` instead filters a block of vectors with a Chebyshev polynomial that damps
-the interval [lower bound, cut] of unwanted eigenvalues and grows the wanted ones above the cut
-(Zhou & Saad, "A Chebyshev-Davidson algorithm for large symmetric eigenproblems", SIAM J. Matrix
-Anal. Appl. 29, 2007; Zhou, Saad, Tiago & Chelikowsky, J. Comput. Phys. 219, 2006). Almost all of
-its work is sparse-times-block products, which run several times faster per vector than single
-products:
+:func:`chebyshev_eigsh` is a Chebyshev-filtered subspace iteration (ChFSI, the eigensolver of
+many electronic-structure codes). It filters a block of vectors with a Chebyshev polynomial that
+damps the interval [lower bound, cut] of unwanted eigenvalues and grows the wanted ones above the
+cut. Almost all of its work is sparse-times-block products, which run several times faster per
+vector than single products:
 
 - the rows and columns are put in reverse Cuthill-McKee order, so each product reads nearby rows;
 - the products run in torch (sparse CSR times dense, on all CPU threads), in float32 until the
@@ -120,7 +119,7 @@ def chebyshev_eigsh(matrix, n_eig, *, tol=1e-7, block_size=None, max_products=No
     lower, ritz = _lanczos_estimates(permuted, rng)
     basis = torch.from_numpy(rng.standard_normal((n, block)).astype(np.float32))
     # The block-th largest Lanczos Ritz value lies at or below the block-th eigenvalue, so the
-    # first filter damps no wanted eigenvalue; without enough Ritz values, take the midpoint.
+    # first filter damps no wanted eigenvalue. Without enough Ritz values the cut is the midpoint.
     cut = ritz[-block] if ritz.size >= 2 * block else lower + 0.5 * (1.0 - lower)
     degree, dtype = FIRST_DEGREE, np.float32
     products = 0
@@ -141,12 +140,12 @@ def chebyshev_eigsh(matrix, n_eig, *, tol=1e-7, block_size=None, max_products=No
         cut = float(min(values[-1], values[n_eig - 1]))
         degree = min(2 * degree, _next_degree(values[:n_eig], residuals[:n_eig], lower, cut, tol))
         if dtype is np.float32 and worst <= max(tol, FLOAT32_FLOOR):
-            # float32 round-off is spread over the whole spectrum, so a low degree removes most
-            # of it; the predicted degree models the slow components near the cut instead.
+            # The predicted degree models the slow components near the cut, not the float32
+            # round-off, so the first float64 filter starts low.
             dtype, degree = np.float64, min(degree, FIRST_DEGREE)
             basis = basis.double()
 
-    # Final float64 Rayleigh-Ritz on the original ordering; the residuals returned are its own.
+    # A final float64 Rayleigh-Ritz step on the original ordering gives the returned residuals.
     vectors = np.empty((n, block))
     vectors[order] = basis.double().numpy()
     values, vectors = _dense_rayleigh_ritz(matrix, vectors)
@@ -210,8 +209,8 @@ def _lanczos_estimates(matrix, rng):
 def _chebyshev_filter(operator, block, degree, lower, cut):
     """Apply the scaled Chebyshev polynomial of ``degree`` on [lower, cut] to ``block``.
 
-    The three-term recurrence is scaled to keep the value at 1, the top of the spectrum, near 1
-    (Zhou & Saad 2007, Algorithm 3.2), so a high degree cannot overflow float32.
+    The three-term recurrence is scaled so that the polynomial stays near 1 at 1, the top of the
+    spectrum, and a high degree cannot overflow float32.
     """
     center, half_width = 0.5 * (cut + lower), 0.5 * (cut - lower)
     sigma_1 = half_width / (1.0 - center)
