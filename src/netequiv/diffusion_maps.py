@@ -37,7 +37,7 @@ import time
 import warnings
 
 import numpy as np
-from scipy import linalg, sparse
+from scipy import linalg
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.neighbors import NearestNeighbors
@@ -426,18 +426,20 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         kernel = kernel_matrix(distances_sq, indices, epsilon)
         del distances_sq, indices
 
-        # Step 2: alpha = 1 normalisation removes the sampling density.
-        row_sums = np.asarray(kernel.sum(axis=1)).ravel()
-        inv_p = sparse.diags(1.0 / row_sums)
-        normalized = (inv_p @ kernel @ inv_p).tocsr()
-        del kernel
-        q = np.asarray(normalized.sum(axis=1)).ravel()
+        # Step 2: alpha = 1 normalisation W = P^-1 K P^-1 removes the sampling density. Entries
+        # are scaled in place by (s_i * s_j), a product that is the same for (i, j) and (j, i),
+        # so W and S stay exactly symmetric.
+        rows = np.repeat(np.arange(n, dtype=kernel.indices.dtype), np.diff(kernel.indptr))
+        row_sums = np.bincount(rows, weights=kernel.data, minlength=n)
+        inv_p = 1.0 / row_sums
+        kernel.data *= inv_p[rows] * inv_p[kernel.indices]
+        q = np.bincount(rows, weights=kernel.data, minlength=n)
 
         # Step 3: symmetric conjugate S = Q^-1/2 W Q^-1/2 and its leading eigenpairs.
-        inv_sqrt_q = sparse.diags(1.0 / np.sqrt(q))
-        symmetric = (inv_sqrt_q @ normalized @ inv_sqrt_q).tocsr()
-        del normalized
-        symmetric = (0.5 * (symmetric + symmetric.T)).tocsr()
+        inv_sqrt_q = 1.0 / np.sqrt(q)
+        kernel.data *= inv_sqrt_q[rows] * inv_sqrt_q[kernel.indices]
+        symmetric = kernel
+        del kernel, rows
         start = _log_stage("kernel", start)
         eigenvalues, eigenvectors, residuals = self._eigenpairs(symmetric, n_vectors + 1)
         _log_stage("eigensolver", start)

@@ -260,12 +260,8 @@ def kernel_matrix(distances_sq, indices, epsilon, n_columns=None):
     -------
     kernel : scipy.sparse.csr_matrix of shape (n_rows, n_columns)
     """
-    n_rows, k = indices.shape
     values = np.exp(-distances_sq / (2.0 * epsilon))
-    rows = np.repeat(np.arange(n_rows), k)
-    shape = (n_rows, n_rows if n_columns is None else n_columns)
-    kernel = sparse.csr_matrix((values.ravel(), (rows, indices.ravel())), shape=shape)
-    kernel.sum_duplicates()
+    kernel = _row_graph(values, indices, indices.shape[0] if n_columns is None else n_columns)
     if n_columns is None:
         kernel = kernel.maximum(kernel.T).tocsr()
     kernel.eliminate_zeros()
@@ -274,9 +270,8 @@ def kernel_matrix(distances_sq, indices, epsilon, n_columns=None):
 
 def check_connected(indices, n_neighbors_name="n_neighbors"):
     """Raise when the symmetrised neighbour graph has more than one connected component."""
-    n, k = indices.shape
-    rows = np.repeat(np.arange(n), k)
-    graph = sparse.csr_matrix((np.ones(n * k, dtype=np.int8), (rows, indices.ravel())), shape=(n, n))
+    n = indices.shape[0]
+    graph = _row_graph(np.ones(indices.shape, dtype=np.int8), indices, n)
     n_components, labels = connected_components(graph, directed=False)
     if n_components > 1:
         sizes = np.bincount(labels)
@@ -285,6 +280,16 @@ def check_connected(indices, n_neighbors_name="n_neighbors"):
             f"{sorted(sizes.tolist(), reverse=True)[:5]}); the diffusion map needs one. Raise "
             f"{n_neighbors_name} or sample the manifold more densely."
         )
+
+
+def _row_graph(values, indices, n_columns):
+    """Build the CSR matrix whose row i contains ``values[i]`` at the columns ``indices[i]``.
+
+    The indices of one row are distinct neighbours, so the arrays become the CSR arrays directly.
+    """
+    n_rows, k = indices.shape
+    indptr = np.arange(0, n_rows * k + 1, k)
+    return sparse.csr_matrix((values.ravel(), indices.ravel(), indptr), shape=(n_rows, n_columns))
 
 
 def warn_duplicates(distances_sq, stacklevel=3):
