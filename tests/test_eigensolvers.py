@@ -8,6 +8,7 @@ from scipy import linalg, sparse
 
 import netequiv.diffusion_maps as diffusion_maps
 from netequiv import MahalanobisDiffusionMap
+from netequiv import eigensolvers
 from netequiv.eigensolvers import EigensolverNoConvergence, chebyshev_eigsh
 
 
@@ -111,3 +112,18 @@ def test_auto_solver_uses_chebyshev_above_the_dense_limit(monkeypatch):
         dmap = MahalanobisDiffusionMap(n_components=3, random_state=0).fit(points)
     assert calls == [points.shape[0]]
     assert dmap.eigen_residuals_.max() <= 10 * dmap.eigen_tol
+
+
+def test_float32_stall_switches_to_float64(monkeypatch):
+    # With no floor to reach, only the stall rule can move the solve to float64 products.
+    monkeypatch.setattr(eigensolvers, "FLOAT32_FLOOR", 0.0)
+    matrix = _kernel_matrix(2000, seed=1)
+    values, vectors, residuals = chebyshev_eigsh(matrix, 6, tol=1e-11, random_state=0)
+    assert residuals.max() <= 1e-11
+
+
+def test_unreachable_tolerance_raises_once_stalled():
+    matrix = _kernel_matrix(1500, seed=3)
+    with pytest.raises(EigensolverNoConvergence, match="stopped improving after") as caught:
+        chebyshev_eigsh(matrix, 4, tol=1e-17, random_state=0)
+    assert caught.value.residuals.max() < 1e-12

@@ -36,15 +36,18 @@ __all__ = ["EigensolverNoConvergence", "chebyshev_eigsh", "relative_residuals"]
 
 logger = logging.getLogger("netequiv")
 
-# Relative residual below which float32 products stop helping: float32 round-off in a product
-# leaves about 1e-6 on the 100,000-point kernel of benchmarks/dmap_scaling.py (measured 1.2e-6 to
-# 1.5e-6 with blocks of 16 to 32 vectors). Below it the iteration continues in float64.
+# Relative residual below which the solve moves from float32 to float64 products. float32
+# round-off stops the residuals near 1e-6 on the 100,000-point kernel of benchmarks/dmap_scaling.py
+# with 11 eigenpairs, and near 1e-5 with 3, so the solve also moves on when the residual stalls.
 FLOAT32_FLOOR = 4e-6
 
 # Filter degrees per Rayleigh-Ritz step. The first step's cut is a guess, so its degree is low.
 FIRST_DEGREE = 10
 MIN_DEGREE = 8
 MAX_DEGREE = 80
+
+# Consecutive float64 steps that fall short of their predicted progress before the solve stops.
+STALLED_STEPS = 3
 
 # Lanczos steps for the estimate of the smallest eigenvalue, and the margin added below it as a
 # fraction of the spectrum's width, because a Ritz value lies above the eigenvalue it approaches.
@@ -53,7 +56,8 @@ LOWER_BOUND_MARGIN = 0.05
 
 
 class EigensolverNoConvergence(RuntimeError):
-    """The Chebyshev solve did not reach its tolerance within its product budget.
+    """The Chebyshev solve did not reach its tolerance: its product budget ran out, or its
+    residuals stopped falling in float64.
 
     Attributes
     ----------
@@ -100,7 +104,8 @@ def chebyshev_eigsh(matrix, n_eig, *, tol=1e-7, block_size=None, max_products=No
     Raises
     ------
     EigensolverNoConvergence
-        When a residual is still above ``tol`` once the product budget is spent.
+        When a residual is still above ``tol`` once the product budget is spent or once the
+        float64 residuals have stopped falling for ``STALLED_STEPS`` steps.
     """
     n = matrix.shape[0]
     if not 1 <= n_eig < n:
@@ -122,7 +127,7 @@ def chebyshev_eigsh(matrix, n_eig, *, tol=1e-7, block_size=None, max_products=No
     # first filter damps no wanted eigenvalue. Without enough Ritz values the cut is the midpoint.
     cut = ritz[-block] if ritz.size >= 2 * block else lower + 0.5 * (1.0 - lower)
     degree, dtype = FIRST_DEGREE, np.float32
-    products = 0
+    products, previous, expected_drop, stalled_steps = 0, np.inf, 0.0, 0
     while True:
         operator = operators[dtype]
         filtered = _chebyshev_filter(operator, basis, degree, lower, cut)
@@ -133,17 +138,28 @@ def chebyshev_eigsh(matrix, n_eig, *, tol=1e-7, block_size=None, max_products=No
             "Chebyshev step: %s, degree %d, cut 1 - %.2e, largest residual %.1e, %d products",
             np.dtype(dtype).name, degree, 1.0 - cut, worst, products,
         )
-        if worst <= tol or products >= budget:
+        # float32 residual estimates carry float32 round-off, so they must undercut tol by half.
+        if worst <= (0.5 * tol if dtype is np.float32 else tol) or products >= budget:
             break
+        # A step whose residual fell by less than a factor of 2 and by less than half of the
+        # predicted factor (in log scale) has reached the round-off floor of its precision.
+        stalled = np.log(previous / worst) < min(0.5 * expected_drop, np.log(2.0))
+        previous = worst
+        if dtype is np.float64:
+            stalled_steps = stalled_steps + 1 if stalled else 0
+            if stalled_steps >= STALLED_STEPS:
+                break
         # The next filter damps everything up to the block's smallest Ritz value. Its degree may
         # at most double, so that the cut, a guess at first, is refined early.
         cut = float(min(values[-1], values[n_eig - 1]))
-        degree = min(2 * degree, _next_degree(values[:n_eig], residuals[:n_eig], lower, cut, tol))
-        if dtype is np.float32 and worst <= max(tol, FLOAT32_FLOOR):
+        predicted, rate = _next_degree(values[:n_eig], residuals[:n_eig], lower, cut, tol)
+        degree = min(2 * degree, predicted)
+        if dtype is np.float32 and (worst <= FLOAT32_FLOOR or stalled):
             # The predicted degree models the slow components near the cut, not the float32
             # round-off, so the first float64 filter starts low.
-            dtype, degree = np.float64, min(degree, FIRST_DEGREE)
+            dtype, degree, previous = np.float64, min(degree, FIRST_DEGREE), np.inf
             basis = basis.double()
+        expected_drop = degree * rate
 
     # A final float64 Rayleigh-Ritz step on the original ordering gives the returned residuals.
     vectors = np.empty((n, block))
@@ -151,10 +167,15 @@ def chebyshev_eigsh(matrix, n_eig, *, tol=1e-7, block_size=None, max_products=No
     values, vectors = _dense_rayleigh_ritz(matrix, vectors)
     values, vectors = values[:n_eig], vectors[:, :n_eig]
     residuals = relative_residuals(matrix, values, vectors)
-    if residuals.max() > tol and products >= budget:
+    if residuals.max() > tol:
+        reason = (
+            f"spent its budget of {budget} products"
+            if products >= budget
+            else f"stopped improving after {products} products"
+        )
         raise EigensolverNoConvergence(
-            f"the Chebyshev solve spent its budget of {budget} products with a largest relative "
-            f"residual of {residuals.max():.1e}, above tol={tol:.1e}.",
+            f"the Chebyshev solve {reason} with a largest relative residual of "
+            f"{residuals.max():.1e}, above tol={tol:.1e}.",
             residuals,
         )
     return values, vectors, residuals
@@ -194,7 +215,7 @@ def _lanczos_estimates(matrix, rng):
     for j in range(steps):
         w = matrix @ basis[j]
         alphas[j] = basis[j] @ w
-        # Full re-orthogonalisation: the basis is small, and it keeps the estimate clean.
+        # Full re-orthogonalisation is cheap on a basis this small and avoids spurious Ritz copies.
         w -= basis[: j + 1].T @ (basis[: j + 1] @ w)
         betas[j] = np.linalg.norm(w)
         if betas[j] <= 1e-12:
@@ -244,7 +265,7 @@ def _rayleigh_ritz(operator, block):
 
 
 def _dense_rayleigh_ritz(matrix, vectors):
-    """Rayleigh-Ritz in float64 with scipy on the span of ``vectors``; values descending."""
+    """Apply Rayleigh-Ritz in float64 with scipy on the span of ``vectors``, values descending."""
     basis, _ = np.linalg.qr(vectors)
     projected = basis.T @ (matrix @ basis)
     values, rotation = linalg.eigh(0.5 * (projected + projected.T))
@@ -252,7 +273,7 @@ def _dense_rayleigh_ritz(matrix, vectors):
 
 
 def _next_degree(values, residuals, lower, cut, tol):
-    """Degree at which the slowest wanted residual is predicted to fall to ``tol``.
+    """Return the degree at which the slowest residual is predicted to fall to ``tol``, and its rate.
 
     The filter multiplies an eigencomponent at a > cut by about ``exp(degree * arccosh(x))``,
     ``x = (a - c) / e``, relative to the damped interval, and residuals fall with it.
@@ -265,5 +286,6 @@ def _next_degree(values, residuals, lower, cut, tol):
     needed = np.log(np.maximum(4.0 * residuals / tol, 1.0)) / rates
     unconverged = residuals > tol
     if not np.any(unconverged):
-        return MIN_DEGREE
-    return int(np.clip(math.ceil(needed[unconverged].max()), MIN_DEGREE, MAX_DEGREE))
+        return MIN_DEGREE, float(rates.min())
+    degree = int(np.clip(math.ceil(needed[unconverged].max()), MIN_DEGREE, MAX_DEGREE))
+    return degree, float(rates[unconverged].min())
