@@ -38,6 +38,7 @@ import warnings
 
 import numpy as np
 from scipy import linalg
+from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.neighbors import NearestNeighbors
@@ -156,8 +157,8 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         Interpolation used by :meth:`inverse_transform`; see :mod:`netequiv.extension`.
     mode : {"auto", "exact", "landmark"}, default="auto"
         "exact" builds the kernel on every point. "landmark" builds it on ``n_landmarks`` points
-        drawn at random and extends the embedding to every point by the Nystrom formula of
-        :meth:`transform`. "auto" picks exact up to 200,000 samples and logs its choice to the
+        drawn at random, each weighted by the points of its Voronoi cell (``landmark_weights_``),
+        and extends the embedding to every point by the Nystrom formula of :meth:`transform`. "auto" picks exact up to 200,000 samples and logs its choice to the
         ``netequiv`` logger; ``mode_`` stores it.
     n_landmarks : int, default=None
         Landmarks in landmark mode; None uses 50,000 (every point when there are fewer).
@@ -192,11 +193,15 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         The neighbour count used.
     kernel_row_sums_ : ndarray of shape (n_samples,)
         P_i, the kernel density estimate at each training point. In landmark mode it sums the
-        kernel over landmarks only, so its scale is about n_landmarks / n_samples of the exact one.
+        kernel over landmarks, each weighted by its Voronoi cell.
     mode_ : {"exact", "landmark"}
         The mode used.
     landmark_indices_ : ndarray or None
         Rows of X used as landmarks, ascending; None in exact mode.
+    landmark_weights_ : ndarray or None
+        Number of training points whose nearest landmark (under the metric) is each landmark,
+        its Voronoi cell. Every kernel sum over landmarks weighs a landmark by its cell, so the
+        landmark graph approximates the kernel over all points. None in exact mode.
     n_features_in_ : int
 
     References
@@ -307,10 +312,26 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
             landmarks = self._choose_landmarks(n, n_vectors)
             X_graph = X[landmarks]
             C_graph = None if C is None else C[landmarks]
+            # Every point's neighbours among the landmarks serve twice: the nearest landmark
+            # gives each landmark the weight of its Voronoi cell, and the rest extend the embedding.
+            start = time.perf_counter()
+            landmark_tree = NearestNeighbors(n_jobs=self.n_jobs).fit(X_graph)
+            query = mahalanobis_neighbors(
+                X_graph,
+                C_graph,
+                min(self.n_neighbors, landmarks.size),
+                Y_query=X,
+                inverse_covariances_query=C,
+                n_candidates=self.n_candidates,
+                tree=landmark_tree,
+                n_jobs=self.n_jobs,
+            )
+            _log_stage("landmark neighbours", start)
+            weights = _cell_weights(query[1][:, 0], landmarks)
         else:
-            landmarks = None
+            landmarks, landmark_tree, weights = None, None, None
             X_graph, C_graph = X, C
-        graph = self._fit_graph(X_graph, C_graph, n_vectors)
+        graph = self._fit_graph(X_graph, C_graph, n_vectors, weights=weights, tree=landmark_tree)
         eigenvalues = graph["eigenvalues"]
         epsilon = graph["epsilon"]
 
@@ -350,19 +371,19 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         if mode == "landmark":
             # Step 5 (landmark mode): extend the landmark embedding to every point by Nystrom.
             start = time.perf_counter()
-            self._landmark_tree = graph["tree"]
+            self._landmark_tree = landmark_tree
             self.tree_ = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
-            embedding, density = self._nystrom(
-                X, C, (X_graph, C_graph, graph["tree"], graph_embedding, graph["row_sums"])
-            )
+            embedding, density = self._extend(*query, graph_embedding, graph["row_sums"], weights)
             _log_stage("extension", start)
             embedding[landmarks] = graph_embedding
             density[landmarks] = graph["row_sums"]
             self.landmark_indices_ = landmarks
+            self.landmark_weights_ = weights
             self.embedding_ = embedding
             self.kernel_row_sums_ = density
         else:
             self.landmark_indices_ = None
+            self.landmark_weights_ = None
             self.tree_ = graph["tree"]
             self.embedding_ = graph_embedding
             self.kernel_row_sums_ = graph["row_sums"]
@@ -397,14 +418,20 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         return np.sort(rng.choice(n, size=n_landmarks, replace=False))
 
-    def _fit_graph(self, X, C, n_vectors):
-        """Run steps 1 to 4 of the diffusion map on the points X with metrics C."""
+    def _fit_graph(self, X, C, n_vectors, weights=None, tree=None):
+        """Run steps 1 to 4 of the diffusion map on the points X with metrics C.
+
+        ``weights`` (landmark mode) counts the points each row represents. Every sum over points
+        then weighs row j by w_j, as if w_j points sat at X[j]; None means all ones.
+        """
         n = X.shape[0]
+        w = np.ones(n) if weights is None else weights
 
         # Step 1: neighbours, bandwidth and kernel.
         start = time.perf_counter()
         k = min(self.n_neighbors, n)
-        tree = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
+        if tree is None:
+            tree = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
         distances_sq, indices = mahalanobis_neighbors(
             X, C, k, n_candidates=self.n_candidates, tree=tree, n_jobs=self.n_jobs
         )
@@ -426,26 +453,28 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         kernel = kernel_matrix(distances_sq, indices, epsilon)
         del distances_sq, indices
 
-        # Step 2: alpha = 1 normalisation W = P^-1 K P^-1 removes the sampling density. Entries
-        # are scaled in place by (s_i * s_j), a product that is the same for (i, j) and (j, i),
-        # so W and S stay exactly symmetric.
+        # Step 2: alpha = 1 normalisation W = P^-1 K P^-1 removes the sampling density, with
+        # P = K w. Entries are scaled in place by (s_i * s_j), a product that is the same for
+        # (i, j) and (j, i), so W and S stay exactly symmetric.
         rows = np.repeat(np.arange(n, dtype=kernel.indices.dtype), np.diff(kernel.indptr))
-        row_sums = np.bincount(rows, weights=kernel.data, minlength=n)
+        row_sums = kernel @ w
         inv_p = 1.0 / row_sums
         kernel.data *= inv_p[rows] * inv_p[kernel.indices]
-        q = np.bincount(rows, weights=kernel.data, minlength=n)
+        q = kernel @ w
 
-        # Step 3: symmetric conjugate S = Q^-1/2 W Q^-1/2 and its leading eigenpairs.
-        inv_sqrt_q = 1.0 / np.sqrt(q)
-        kernel.data *= inv_sqrt_q[rows] * inv_sqrt_q[kernel.indices]
+        # Step 3: the Markov matrix Q^-1 W D_w is similar to the symmetric
+        # S = (D_w Q^-1)^1/2 W (D_w Q^-1)^1/2, which gives its leading eigenpairs.
+        scale = np.sqrt(w / q)
+        kernel.data *= scale[rows] * scale[kernel.indices]
         symmetric = kernel
         del kernel, rows
         start = _log_stage("kernel", start)
         eigenvalues, eigenvectors, residuals = self._eigenpairs(symmetric, n_vectors + 1)
         _log_stage("eigensolver", start)
 
-        # Step 4: phi = Q^-1/2 v, normalised to unit mean square over the manifold, signs fixed.
-        phi = eigenvectors / np.sqrt(q)[:, None] * np.sqrt(q.sum())
+        # Step 4: phi = (D_w Q)^-1/2 v, normalised to unit mean square over the manifold (each
+        # point weighted by w q), signs fixed.
+        phi = eigenvectors / np.sqrt(w * q)[:, None] * np.sqrt((w * q).sum())
         largest = np.argmax(np.abs(phi), axis=0)
         phi *= np.sign(phi[largest, np.arange(phi.shape[1])])
         return {
@@ -581,25 +610,27 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         return embedding
 
     def _graph_state(self):
-        """Return the kernel graph's points, metrics, tree, embedding and row sums P.
+        """Return the kernel graph's points, metrics, tree, embedding, row sums P and weights.
 
-        The graph contains every training point in exact mode and the landmarks in landmark mode.
-        Only public fitted attributes are read (the landmark tree is rebuilt when missing), so
-        an estimator restored from them transforms as the fitted one did.
+        The graph contains every training point in exact mode (weights None, meaning ones) and
+        the landmarks in landmark mode. Only public fitted attributes are read (the landmark tree
+        is rebuilt when missing), so an estimator restored from them transforms as the fitted
+        one did.
         """
         landmarks = getattr(self, "landmark_indices_", None)
         if landmarks is None:
-            return self.X_fit_, self.inverse_covariances_, self.tree_, self.embedding_, self.kernel_row_sums_
+            return self.X_fit_, self.inverse_covariances_, self.tree_, self.embedding_, self.kernel_row_sums_, None
         X = self.X_fit_[landmarks]
         C = None if self.inverse_covariances_ is None else self.inverse_covariances_[landmarks]
         tree = getattr(self, "_landmark_tree", None)
         if tree is None or tree.n_samples_fit_ != len(landmarks):
             tree = NearestNeighbors(n_jobs=self.n_jobs).fit(X)
-        return X, C, tree, self.embedding_[landmarks], self.kernel_row_sums_[landmarks]
+        weights = getattr(self, "landmark_weights_", None)
+        return X, C, tree, self.embedding_[landmarks], self.kernel_row_sums_[landmarks], weights
 
     def _nystrom(self, X, C_new, graph_state):
         """Extend the graph embedding to X; return it (NaN where the kernel row is zero) and P."""
-        graph_X, graph_C, graph_tree, graph_embedding, graph_row_sums = graph_state
+        graph_X, graph_C, graph_tree, graph_embedding, graph_row_sums, weights = graph_state
         distances_sq, indices = mahalanobis_neighbors(
             graph_X,
             graph_C,
@@ -609,14 +640,27 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
             n_candidates=self.n_candidates,
             tree=graph_tree,
         )
+        return self._extend(distances_sq, indices, graph_embedding, graph_row_sums, weights)
+
+    def _extend(self, distances_sq, indices, graph_embedding, graph_row_sums, weights):
+        """Apply the Nystrom formula to query points with graph neighbours ``indices``.
+
+        Returns the embedding (NaN where the kernel row is zero) and the density P of each query
+        point. ``weights`` (landmark mode) weighs each graph point by its Voronoi cell.
+        """
         kernel = np.exp(-distances_sq / (2.0 * self.epsilon_))
-        del distances_sq
+        if weights is not None:
+            kernel *= weights[indices]
         density = kernel.sum(axis=1)
         # A point far from every training point has a zero kernel row; nothing can be extended.
         far = density == 0.0
-        weights = kernel / (np.where(far, 1.0, density)[:, None] * graph_row_sums[indices])
-        markov = weights / np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(float).tiny)
-        embedding = np.einsum("nk,nkl->nl", markov, graph_embedding[indices]) / self.eigenvalues_
+        markov = kernel / (np.where(far, 1.0, density)[:, None] * graph_row_sums[indices])
+        markov /= np.maximum(markov.sum(axis=1, keepdims=True), np.finfo(float).tiny)
+        # A sparse product avoids the (n_query, k, n_components) array of neighbour embeddings.
+        n_query, k = indices.shape
+        rows = csr_matrix((markov.ravel(), indices.ravel(), np.arange(0, n_query * k + 1, k)),
+                          shape=(n_query, graph_embedding.shape[0]))
+        embedding = (rows @ graph_embedding) / self.eigenvalues_
         embedding[far] = np.nan
         return embedding, density
 
@@ -642,6 +686,17 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
                 "coordinates."
             )
         return self.inverse_interpolator_.predict(X)
+
+
+def _cell_weights(nearest, landmarks):
+    """Count the points whose nearest landmark is each landmark (its Voronoi cell), at least 1.
+
+    ``nearest`` indexes into ``landmarks``. A landmark belongs to its own cell even when a
+    duplicate point ties with it.
+    """
+    nearest = nearest.copy()
+    nearest[landmarks] = np.arange(landmarks.size)
+    return np.bincount(nearest, minlength=landmarks.size).astype(float)
 
 
 def _log_stage(name, start):

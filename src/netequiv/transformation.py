@@ -1224,7 +1224,7 @@ n_eigenvectors, eigen_solver, eigen_tol, n_candidates, n_jobs, random_state
 # ------------------------------------------------------------ persistence helpers
 
 # Fitted array attributes of MahalanobisDiffusionMap that transform and inverse_transform use;
-# the two that may be None are left out of the file when they are.
+# those that may be None are left out of the file when they are.
 _DIFFUSION_MAP_ARRAYS = (
     "X_fit_",
     "inverse_covariances_",
@@ -1238,6 +1238,7 @@ _DIFFUSION_MAP_ARRAYS = (
     "kernel_row_sums_",
     "eigen_residuals_",
     "landmark_indices_",
+    "landmark_weights_",
 )
 
 
