@@ -146,9 +146,9 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         ARPACK at 100,000 samples). "auto" picks dense up to 1000 samples and chebyshev above.
         A Chebyshev solve that does not converge falls back to ARPACK with a warning.
     eigen_tol : float, default=1e-7
-        Relative residual ``|S v - a v| / |a|`` targeted by the sparse solvers (0 means machine
-        precision for ARPACK; the Chebyshev solver needs a positive value). Both multiply in
-        float32 while that suffices and check the result in float64. ARPACK repeats its solve in
+        Relative residual ``|S v - a v| / |a|`` targeted by the sparse solvers. 0 means machine
+        precision for ARPACK, and the Chebyshev solver targets no less than 1e-12. Both multiply
+        in float32 while that suffices and check the result in float64. ARPACK repeats its solve in
         float64, with a warning, when a residual exceeds ``10 * eigen_tol``.
     n_candidates : int, default=None
         Initial Euclidean candidates per point for the Mahalanobis neighbour search; see
