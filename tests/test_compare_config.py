@@ -194,6 +194,25 @@ def test_invalid_value_names_key(project, caplog, body, key):
     assert key in log
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("eigen_tol = inf", "[diffusion_map] eigen_tol: inf is invalid; expected a finite non-negative number."),
+        ("epsilon = inf", "[diffusion_map] epsilon: inf is invalid"),
+        ('eigen_solver = "lobpcg"', '"auto", "dense", "arpack" or "chebyshev"'),
+    ],
+)
+def test_invalid_diffusion_map_value_rejected(project, caplog, body, expected):
+    code, log = check_config(project, config_text(diffusion_map=body), caplog)
+    assert code == 2
+    assert expected in log
+
+
+def test_chebyshev_solver_accepted(project, caplog):
+    code, _ = check_config(project, config_text(diffusion_map='eigen_solver = "chebyshev"'), caplog)
+    assert code == 0
+
+
 def test_all_problems_reported_together(project, caplog):
     text = config_text(neighbourhoods='kind = "sphere"\ncentres = 200', correspondence='kind = "same-inputs"\npairs = 0')
     code, log = check_config(project, text, caplog)

@@ -222,3 +222,12 @@ def test_kernel_is_sparse_and_symmetric():
 
 def test_passes_check_estimator():
     check_estimator(MahalanobisDiffusionMap(random_state=0))
+
+
+def test_non_positive_eigenvalues_warn():
+    points = np.random.default_rng(12).uniform(size=(60, 3))
+    with pytest.warns(RuntimeWarning, match="embedding eigenvalues are not positive"):
+        dmap = MahalanobisDiffusionMap(n_components=50, random_state=0).fit(points)
+    negative = dmap.eigenvalues_ <= 0.0
+    assert negative.any()
+    assert np.isnan(dmap.laplacian_eigenvalues_[negative]).all()

@@ -135,7 +135,7 @@ def chebyshev_eigsh(matrix, n_eig, *, tol=1e-7, block_size=None, max_products=No
         products += (degree + 1) * block
         worst = float(residuals[:n_eig].max())
         logger.debug(
-            "Chebyshev step: %s, degree %d, cut 1 - %.2e, largest residual %.1e, %d products",
+            "Chebyshev step: %s, degree %d, cut 1 - %.2e, largest residual %.1e, %d products so far",
             np.dtype(dtype).name, degree, 1.0 - cut, worst, products,
         )
         # float32 residual estimates carry float32 round-off, so they must undercut tol by half.

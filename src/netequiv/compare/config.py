@@ -44,13 +44,13 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 DIFFUSION_MAP_KEYS = {
     "n_components": "a positive integer",
     "n_neighbors": "an integer >= 2",
-    "epsilon": '"median" or a positive number',
+    "epsilon": '"median" or a finite positive number',
     "bandwidth_neighbor": "a positive integer",
     "remove_harmonics": "true or false",
     "harmonic_threshold": "a number in [0, 1]",
     "n_eigenvectors": "a positive integer",
     "eigen_solver": '"auto", "dense", "arpack" or "chebyshev"',
-    "eigen_tol": "a non-negative number",
+    "eigen_tol": "a finite non-negative number",
     "n_candidates": "a positive integer",
     "interpolation": '"nearest", "linear" or "rbf"',
     "degeneracy_tol": "a non-negative number",
@@ -417,11 +417,11 @@ def _read_diffusion_map(reader):
         if key not in DIFFUSION_MAP_KEYS:
             continue  # reported by _check_keys
         valid = {
-            "epsilon": value == "median" or (_is_kind(value, float) and value > 0),
+            "epsilon": value == "median" or (_is_kind(value, float) and math.isfinite(value) and value > 0),
             "remove_harmonics": isinstance(value, bool),
             "harmonic_threshold": _is_kind(value, float) and 0 <= value <= 1,
             "eigen_solver": value in ("auto", "dense", "arpack", "chebyshev"),
-            "eigen_tol": _is_kind(value, float) and value >= 0,
+            "eigen_tol": _is_kind(value, float) and math.isfinite(value) and value >= 0,
             "interpolation": value in ("nearest", "linear", "rbf"),
             "degeneracy_tol": _is_kind(value, float) and value >= 0,
             "proper_rotation": isinstance(value, bool),

@@ -57,6 +57,8 @@ held_out = 200                # corresponding pairs held out to test the transfo
 # epsilon = "median"          # kernel bandwidth, or the median rule
 # remove_harmonics = false    # keep only eigenvectors that are not functions of earlier ones
 # interpolation = "linear"    # "nearest", "linear" or "rbf": inverts the embeddings
+# eigen_solver = "auto"       # "dense", "arpack" or "chebyshev"; auto: dense up to 1000 points
+# eigen_tol = 1e-10           # relative residual of each eigenpair
 
 [test]                        # all optional; see NetworkTransformation.equivalence_test
 # alpha = 0.05                # significance level of each of the three tests
