@@ -588,9 +588,10 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         ``phi_k(y) = sum_j m_j phi_k(y_j) / a_k``. In landmark mode the neighbours are landmarks.
         On a training point this equals its embedding only when the point's ``n_neighbors``
         nearest neighbours are its whole kernel row. The symmetrised kernel usually adds a few
-        rows, so ``transform(X_fit_)`` differs from ``embedding_`` slightly (median 6e-4, largest
-        2e-2, relative to each coordinate's range, on 5,000 points of a square). Points that are not landmarks are the exception: their
-        embedding is this extension.
+        rows, so ``transform(X_fit_)`` differs from ``embedding_`` slightly: by a median of 6e-4
+        and at most 2e-2 of each coordinate's largest absolute value on 5,000 points of a
+        square. In landmark mode the points that are not landmarks are the exception, because
+        their embedding is this extension.
 
         Parameters
         ----------
