@@ -15,6 +15,7 @@ Run::
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -47,26 +48,32 @@ def square_in_r5(n, seed=0):
     return observe_in_r5(x[:, 0], x[:, 1])
 
 
+class StageTimes(logging.Handler):
+    """Add up the seconds of each fit stage from the estimator's DEBUG lines in ``stages``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages = {}
+
+    def emit(self, record):
+        if isinstance(record.args, tuple) and len(record.args) == 2 and record.msg.startswith("stage"):
+            name, seconds = record.args
+            self.stages[name] = self.stages.get(name, 0.0) + seconds
+
+
 def fit_once(n, n_neighbors, n_components, mode):
     """Fit one estimator in this process; return its timings and peak memory as a dict."""
-    import logging
     import resource
     import time
 
     from netequiv import MahalanobisDiffusionMap
     from netequiv.local_metric import metric_from_jacobians
 
-    stages = {}
-
-    class StageHandler(logging.Handler):
-        def emit(self, record):
-            if isinstance(record.args, tuple) and len(record.args) == 2 and record.msg.startswith("stage"):
-                name, seconds = record.args
-                stages[name] = stages.get(name, 0.0) + seconds
-
+    handler = StageTimes()
+    stages = handler.stages
     logger = logging.getLogger("netequiv")
     logger.setLevel(logging.DEBUG)
-    logger.addHandler(StageHandler())
+    logger.addHandler(handler)
 
     Y, J = square_in_r5(n)
     C = metric_from_jacobians(J)

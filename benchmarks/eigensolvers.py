@@ -22,23 +22,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dmap_scaling import square_in_r5  # noqa: E402
+from dmap_scaling import StageTimes, square_in_r5  # noqa: E402
 
 from netequiv import MahalanobisDiffusionMap  # noqa: E402
 from netequiv.local_metric import metric_from_jacobians  # noqa: E402
-
-
-class StageTimes(logging.Handler):
-    """Collect the seconds of each fit stage from the estimator's DEBUG lines."""
-
-    def __init__(self):
-        super().__init__()
-        self.stages = {}
-
-    def emit(self, record):
-        if record.msg.startswith("stage") and isinstance(record.args, tuple) and len(record.args) == 2:
-            name, seconds = record.args
-            self.stages[name] = seconds
 
 
 def main():
@@ -65,6 +52,7 @@ def main():
                 mode="exact",
                 random_state=0,
             )
+            handler.stages.clear()
             start = time.perf_counter()
             dmap.fit(Y, inverse_covariances=C)
             results.append(

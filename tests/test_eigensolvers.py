@@ -80,12 +80,12 @@ def test_spent_budget_raises_with_residuals():
     assert caught.value.residuals.max() > 1e-10
 
 
-def test_n_eig_out_of_range_is_rejected():
+def test_n_eig_out_of_range_rejected():
     with pytest.raises(ValueError, match="n_eig=10 must be between 1 and n - 1 = 9"):
         chebyshev_eigsh(_ring(10), 10)
 
 
-def test_estimator_falls_back_to_arpack_with_a_warning(monkeypatch):
+def test_arpack_fallback_warns(monkeypatch):
     original = diffusion_maps.chebyshev_eigsh
     monkeypatch.setattr(
         diffusion_maps, "chebyshev_eigsh", lambda *args, **kwargs: original(*args, **kwargs, max_products=50)
@@ -97,7 +97,7 @@ def test_estimator_falls_back_to_arpack_with_a_warning(monkeypatch):
     np.testing.assert_allclose(dmap.all_eigenvalues_, reference.all_eigenvalues_, rtol=0, atol=1e-9)
 
 
-def test_auto_solver_uses_chebyshev_above_the_dense_limit(monkeypatch):
+def test_auto_solver_picks_chebyshev(monkeypatch):
     calls = []
     original = diffusion_maps.chebyshev_eigsh
 
@@ -122,7 +122,7 @@ def test_float32_stall_switches_to_float64(monkeypatch):
     assert residuals.max() <= 1e-11
 
 
-def test_unreachable_tolerance_raises_once_stalled():
+def test_unreachable_tolerance_raises():
     matrix = _kernel_matrix(1500, seed=3)
     with pytest.raises(EigensolverNoConvergence, match="stopped improving after") as caught:
         chebyshev_eigsh(matrix, 4, tol=1e-17, random_state=0)

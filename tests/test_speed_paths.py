@@ -110,7 +110,7 @@ def test_landmark_mode_matches_exact_mode():
     assert error.max() <= 2e-2
 
 
-def test_all_points_as_landmarks_equal_exact_mode():
+def test_all_landmarks_equal_exact_mode():
     # Every cell then contains one point, so the weighted landmark graph is the exact graph.
     Y, C = _rectangle_in_r5(2000, seed=9)
     exact = MahalanobisDiffusionMap(n_components=3, mode="exact", random_state=0)

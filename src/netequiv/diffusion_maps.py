@@ -38,7 +38,6 @@ import warnings
 
 import numpy as np
 from scipy import linalg
-from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.neighbors import NearestNeighbors
@@ -47,7 +46,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from .eigensolvers import EigensolverNoConvergence, chebyshev_eigsh, relative_residuals
+from .eigensolvers import EigensolverNoConvergence, chebyshev_eigsh, rayleigh_ritz, relative_residuals
 from .extension import INTERPOLATION_METHODS, Interpolator
 from .harmonics import local_linear_residuals, select_non_harmonic
 from .kernels import (
@@ -55,6 +54,7 @@ from .kernels import (
     kernel_matrix,
     mahalanobis_neighbors,
     median_bandwidth,
+    row_graph,
     warn_duplicates,
 )
 
@@ -83,7 +83,7 @@ DEFAULT_N_LANDMARKS = 50_000
 SINGLE_PRECISION_MIN_TOL = 1e-7
 
 # Smallest eigen_tol handed to the Chebyshev solver. float64 round-off in the products stops it
-# near 1e-13, so eigen_tol=0 (machine precision, as for ARPACK) becomes this value.
+# just below 1e-12, so eigen_tol=0 (machine precision, as for ARPACK) becomes this value.
 CHEBYSHEV_MIN_TOL = 1e-12
 
 # Lanczos basis size for ARPACK. For 11 eigenpairs of the 100,000-point kernel of
@@ -150,8 +150,8 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         precision for ARPACK, and the Chebyshev solver targets no less than 1e-12. Both multiply
         in float32 while that suffices and check the result in float64. A loose tolerance
         (1e-3, say) can return a later eigenpair in place of an earlier one when their
-        eigenvalues lie closer than the tolerance. ARPACK repeats its solve in
-        float64, with a warning, when a residual exceeds ``10 * eigen_tol``.
+        eigenvalues lie closer than the tolerance. ARPACK repeats its solve in float64, with a
+        warning, when a residual exceeds ``10 * eigen_tol``.
     n_candidates : int, default=None
         Initial Euclidean candidates per point for the Mahalanobis neighbour search; see
         :func:`netequiv.kernels.mahalanobis_neighbors`.
@@ -160,8 +160,9 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
     mode : {"auto", "exact", "landmark"}, default="auto"
         "exact" builds the kernel on every point. "landmark" builds it on ``n_landmarks`` points
         drawn at random, each weighted by the points of its Voronoi cell (``landmark_weights_``),
-        and extends the embedding to every point by the Nystrom formula of :meth:`transform`. "auto" picks exact up to 200,000 samples and logs its choice to the
-        ``netequiv`` logger; ``mode_`` stores it.
+        and extends the embedding to every point by the Nystrom formula of :meth:`transform`.
+        "auto" picks exact up to 200,000 samples and logs its choice to the ``netequiv`` logger;
+        ``mode_`` stores it.
     n_landmarks : int, default=None
         Landmarks in landmark mode; None uses 50,000 (every point when there are fewer).
     n_jobs : int, default=None
@@ -565,7 +566,7 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
             values, vectors = eigsh(operator, k=n_eig, which="LA", v0=v0, tol=self.eigen_tol, ncv=ncv)
         if not single:
             return values, vectors
-        values, vectors = _rayleigh_ritz(symmetric, vectors)
+        values, vectors = rayleigh_ritz(symmetric, vectors)
         worst = float(relative_residuals(symmetric, values, vectors).max())
         if worst <= 10.0 * self.eigen_tol:
             return values, vectors
@@ -673,10 +674,8 @@ class MahalanobisDiffusionMap(TransformerMixin, BaseEstimator):
         markov = kernel / (np.where(far, 1.0, density)[:, None] * graph_row_sums[indices])
         markov /= np.maximum(markov.sum(axis=1, keepdims=True), np.finfo(float).tiny)
         # A sparse product avoids the (n_query, k, n_components) array of neighbour embeddings.
-        n_query, k = indices.shape
-        rows = csr_matrix((markov.ravel(), indices.ravel(), np.arange(0, n_query * k + 1, k)),
-                          shape=(n_query, graph_embedding.shape[0]))
-        embedding = (rows @ graph_embedding) / self.eigenvalues_
+        markov_rows = row_graph(markov, indices, graph_embedding.shape[0])
+        embedding = (markov_rows @ graph_embedding) / self.eigenvalues_
         embedding[far] = np.nan
         return embedding, density
 
@@ -730,12 +729,3 @@ def _single_precision_operator(matrix):
         return (matrix32 @ x.astype(np.float32)).astype(np.float64)
 
     return LinearOperator(matrix.shape, matvec=matvec, dtype=np.float64)
-
-
-def _rayleigh_ritz(symmetric, vectors):
-    """Refine approximate eigenvectors in float64 by the Rayleigh-Ritz method on their span."""
-    basis, _ = np.linalg.qr(vectors)
-    projected = basis.T @ (symmetric @ basis)
-    values, rotation = linalg.eigh(0.5 * (projected + projected.T))
-    return values, basis @ rotation
-

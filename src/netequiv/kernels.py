@@ -45,6 +45,7 @@ __all__ = [
     "median_bandwidth",
     "kernel_matrix",
     "check_connected",
+    "row_graph",
 ]
 
 # Query rows processed at once. It bounds the gathered metric factors to about
@@ -261,7 +262,7 @@ def kernel_matrix(distances_sq, indices, epsilon, n_columns=None):
     kernel : scipy.sparse.csr_matrix of shape (n_rows, n_columns)
     """
     values = np.exp(-distances_sq / (2.0 * epsilon))
-    kernel = _row_graph(values, indices, indices.shape[0] if n_columns is None else n_columns)
+    kernel = row_graph(values, indices, indices.shape[0] if n_columns is None else n_columns)
     if n_columns is None:
         kernel = kernel.maximum(kernel.T).tocsr()
     kernel.eliminate_zeros()
@@ -271,7 +272,7 @@ def kernel_matrix(distances_sq, indices, epsilon, n_columns=None):
 def check_connected(indices, n_neighbors_name="n_neighbors"):
     """Raise when the symmetrised neighbour graph has more than one connected component."""
     n = indices.shape[0]
-    graph = _row_graph(np.ones(indices.shape, dtype=np.int8), indices, n)
+    graph = row_graph(np.ones(indices.shape, dtype=np.int8), indices, n)
     n_components, labels = connected_components(graph, directed=False)
     if n_components > 1:
         sizes = np.bincount(labels)
@@ -282,7 +283,7 @@ def check_connected(indices, n_neighbors_name="n_neighbors"):
         )
 
 
-def _row_graph(values, indices, n_columns):
+def row_graph(values, indices, n_columns):
     """Build the CSR matrix whose row i contains ``values[i]`` at the columns ``indices[i]``.
 
     The indices of one row are distinct neighbours, so the arrays become the CSR arrays directly.

@@ -426,9 +426,8 @@ class NetworkTransformation(BaseEstimator):
     n_neighbors, epsilon, bandwidth_neighbor, remove_harmonics, harmonic_threshold, \
 n_eigenvectors, eigen_solver, eigen_tol, n_candidates, n_jobs, random_state
         Settings of both :class:`~netequiv.MahalanobisDiffusionMap` instances, with the same
-        meaning and defaults, except ``eigen_tol``, whose default here is 1e-10 (residuals of
-        1e-7 can leave visible noise in a map built from several coordinates). ``random_state``
-        also seeds alignment without correspondences.
+        meaning and defaults, except ``eigen_tol``, whose default here is 1e-10.
+        ``random_state`` also seeds alignment without correspondences.
     interpolation : {"nearest", "linear", "rbf"}, default="linear"
         Interpolation that inverts the embeddings (psi^-1 and phi^-1), see
         :mod:`netequiv.extension`, with the result clipped as described in the module docstring.
